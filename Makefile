@@ -1,0 +1,56 @@
+# glassbox — every target creates or refreshes .venv itself from uv.lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app service
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WEB_CONCURRENCY ?= 2
+export HOST PORT WEB_CONCURRENCY
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run serve migrate test lint format clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) sync --frozen --inexact --quiet
+	@touch $@
+
+venv: $(VENV)/.synced  ## Create or refresh .venv from uv.lock
+
+migrate: venv  ## Apply database migrations (DATABASE_URL)
+	$(FLASK) db upgrade
+
+run: migrate  ## The embedded default: SQLite, in-process cache and limiter, demo data, on HOST:PORT
+	$(FLASK) seed --if-empty
+	$(FLASK) api-keys ensure-dev
+	@echo "glassbox on http://$(HOST):$(PORT)  (Swagger UI: http://$(HOST):$(PORT)/docs)"
+	$(FLASK) run --host $(HOST) --port $(PORT) --no-reload --without-threads
+
+serve: migrate  ## Production server: gunicorn, honours PORT and WEB_CONCURRENCY
+	$(BIN)/gunicorn -c python:service.gunicorn_conf
+
+test: venv  ## Run the tests (PostgreSQL and Redis too when TEST_DATABASE_URL / TEST_REDIS_URL are set)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv  ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv  ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## Remove .venv, the SQLite database and caches
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

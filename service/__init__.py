@@ -1,0 +1,125 @@
+"""glassbox: an observability-first shop API."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from service import logging as app_logging
+from service.api import require_json_body
+from service.config import load_config
+from service.extensions import api, cache, db, make_limiter, migrate
+
+__version__ = "0.1.0"
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+API_DESCRIPTION = """\
+A small shop (categories, products, orders, sales reports) built to be observed.
+
+Reads are public. Writes need an API key: `Authorization: Bearer <token>`
+(`make run` prints a development key). Lists are paginated with opaque cursors: pass
+`next_cursor` back as `cursor`. Every error is `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application. `config` overrides environment variables by name."""
+    settings = load_config(overrides=config)
+    app_logging.configure_logging(settings["LOG_LEVEL"])
+
+    app = Flask(__name__)
+    app.config.update(settings)
+    app.config.update(
+        API_TITLE="glassbox",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/static/swagger-ui/",
+        API_SPEC_OPTIONS={
+            "info": {"description": API_DESCRIPTION},
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "token"}
+                }
+            },
+        },
+    )
+
+    # Registered before the limiter so that it runs after the limiter has added its headers
+    # (Flask runs after_request hooks in reverse order of registration).
+    app.after_request(_finalize_headers)
+    app.before_request(require_json_body)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    cache.init_app(app)
+    make_limiter().init_app(app)
+    api.init_app(app)
+    _register_blueprints(app)
+    _register_commands(app)
+    app_logging.init_app(app)
+
+    from service.orders.payments import InProcessGateway
+
+    app.extensions["glassbox.payments"] = InProcessGateway()
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from service import health
+    from service.catalog.routes import categories, products
+    from service.orders.routes import blp as orders
+    from service.reports.routes import blp as reports
+
+    for blueprint in (health.blp, categories, products, orders, reports):
+        api.register_blueprint(blueprint)
+
+
+def _register_commands(app: Flask) -> None:
+    from service.auth.cli import api_keys_cli
+    from service.seed import seed_command
+
+    app.cli.add_command(api_keys_cli)
+    app.cli.add_command(seed_command)
+
+
+def _finalize_headers(response: Response) -> Response:
+    headers = response.headers
+    # Flask-Limiter sends Retry-After on every response; it only means something on a
+    # refusal. And RateLimit-Reset is seconds until the window resets (IETF draft),
+    # not the epoch timestamp the library writes.
+    if response.status_code not in (429, 503):
+        headers.pop("Retry-After", None)
+    reset = headers.get("RateLimit-Reset")
+    if reset is not None and reset.isdigit() and int(reset) > 1_000_000_000:
+        headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/docs"):
+        headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+        )
+    else:
+        headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    return response
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite ignores foreign keys unless asked, and WAL lets readers run beside a writer.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()

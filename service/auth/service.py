@@ -1,0 +1,73 @@
+"""Create, revoke and check API keys. Tokens are shown once and stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from flask import current_app
+from sqlalchemy import select
+
+from service.auth.models import ApiKey
+from service.database import utcnow
+from service.errors import Conflict, NotFound, Unauthorized
+from service.extensions import db
+
+TOKEN_PREFIX = "gbx_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def token_fingerprint(token: str) -> str:
+    """Short, non-reversible id of a token, for rate-limit keys and logs."""
+    return hash_token(token)[:16]
+
+
+def create_key(*, name: str, token: str | None = None) -> str:
+    """Store a new key and return its token (the only time it is visible)."""
+    token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
+    if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise Conflict(f"An API key named {name!r} already exists.")
+    db.session.add(ApiKey(name=name, token_hash=hash_token(token)))
+    db.session.commit()
+    return token
+
+
+def ensure_key(*, name: str, token: str) -> bool:
+    """Create the key unless one with this name exists; True when it was created."""
+    if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        return False
+    create_key(name=name, token=token)
+    return True
+
+
+def revoke_key(*, name: str) -> None:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.name == name))
+    if key is None:
+        raise NotFound(f"No API key named {name!r}.")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        db.session.commit()
+
+
+def authenticate(*, token: str | None) -> ApiKey:
+    """Return the active key for `token` or raise Unauthorized."""
+    if not token:
+        raise Unauthorized("This operation needs an API key: send 'Authorization: Bearer <token>'.")
+    config = current_app.config
+    if config["GLASSBOX_ENV"] == "production" and hmac.compare_digest(
+        token.encode("utf-8", "surrogatepass"),
+        str(config["DEV_API_KEY"]).encode("utf-8", "surrogatepass"),
+    ):
+        raise Unauthorized("The development API key is not accepted in production.")
+    digest = hash_token(token)
+    key = db.session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
+    # The lookup is by hash; compare again in constant time so timing reveals nothing.
+    if key is None or not hmac.compare_digest(key.token_hash, digest):
+        raise Unauthorized("The API key is not valid.")
+    if key.revoked:
+        raise Unauthorized("The API key has been revoked.")
+    return key

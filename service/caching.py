@@ -1,0 +1,86 @@
+"""Read-through caching that never fails a request: a cache outage means a cache miss.
+
+Flask-Caching holds the data (Redis with REDIS_URL, in-process otherwise). Lists are
+cached under a generation token that every catalog write replaces, so one write
+invalidates every cached page at once without enumerating keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from service.extensions import cache
+
+T = TypeVar("T")
+
+log = logging.getLogger("service.cache")
+
+_WARN_INTERVAL_SECONDS = 30.0
+_last_warning = 0.0
+_MISSING = object()
+
+
+def _warn(operation: str, exc: Exception) -> None:
+    """Log a cache failure at most once per interval, not once per request."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= _WARN_INTERVAL_SECONDS:
+        _last_warning = now
+        log.warning("cache unavailable, serving from the database (%s: %s)", operation, exc)
+
+
+def cache_get(key: str) -> Any:
+    try:
+        value = cache.get(key)
+    except Exception as exc:
+        _warn("get", exc)
+        return _MISSING
+    return _MISSING if value is None else value
+
+
+def cache_set(key: str, value: Any) -> None:
+    try:
+        cache.set(key, value)
+    except Exception as exc:
+        _warn("set", exc)
+
+
+def cache_delete(*keys: str) -> None:
+    try:
+        cache.delete_many(*keys)
+    except Exception as exc:
+        _warn("delete", exc)
+
+
+def cached(key: str, load: Callable[[], T]) -> tuple[T, bool]:
+    """Return (value, hit): the cached value, or `load()` stored for next time."""
+    value = cache_get(key)
+    if value is not _MISSING:
+        return value, True
+    value = load()
+    cache_set(key, value)
+    return value, False
+
+
+def generation(name: str) -> str:
+    """The current generation token of a family of cached lists."""
+    token = cache_get(f"gen:{name}")
+    if token is _MISSING:
+        token = uuid.uuid4().hex
+        try:
+            cache.set(f"gen:{name}", token, timeout=0)
+        except Exception as exc:
+            _warn("set", exc)
+    return str(token)
+
+
+def bump_generation(name: str) -> None:
+    """Invalidate every cached list of the family (a fresh token is never reused)."""
+    try:
+        cache.set(f"gen:{name}", uuid.uuid4().hex, timeout=0)
+    except Exception as exc:
+        _warn("set", exc)

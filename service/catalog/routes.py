@@ -1,0 +1,118 @@
+"""HTTP for categories and products: parse with a schema, call the service, dump a schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from service.api import Blueprint
+from service.auth.decorators import require_api_key
+from service.catalog import service as catalog
+from service.catalog.schemas import (
+    CategoryPageSchema,
+    CategorySchema,
+    CategoryUpdateSchema,
+    ProductListArgsSchema,
+    ProductPageSchema,
+    ProductSchema,
+    ProductUpdateSchema,
+)
+from service.pagination import ListArgsSchema, link_headers
+
+ID = "<int(min=1, max=2147483647):{}>"
+
+categories = Blueprint(
+    "categories", __name__, url_prefix="/api/v1/categories", description="Product categories"
+)
+products = Blueprint("products", __name__, url_prefix="/api/v1/products", description="Products")
+
+
+@categories.route("")
+class Categories(MethodView):
+    @categories.arguments(ListArgsSchema, location="query")
+    @categories.response(200, CategoryPageSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """List categories"""
+        page = catalog.list_categories(**args)
+        return page, link_headers(page)
+
+    @require_api_key(categories)
+    @categories.arguments(CategorySchema)
+    @categories.response(201, CategorySchema)
+    @categories.alt_response(409, response="CONFLICT")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a category"""
+        return catalog.create_category(**data)
+
+
+@categories.route(f"/{ID.format('category_id')}")
+class CategoryById(MethodView):
+    @categories.etag
+    @categories.response(200, CategorySchema)
+    @categories.alt_response(404, response="NOT_FOUND")
+    def get(self, category_id: int) -> Any:
+        """Get a category"""
+        return catalog.get_category(category_id=category_id)
+
+    @require_api_key(categories)
+    @categories.arguments(CategoryUpdateSchema)
+    @categories.response(200, CategorySchema)
+    @categories.alt_response(404, response="NOT_FOUND")
+    @categories.alt_response(409, response="CONFLICT")
+    def patch(self, changes: dict[str, Any], category_id: int) -> Any:
+        """Change a category"""
+        return catalog.update_category(category_id=category_id, **changes)
+
+    @require_api_key(categories)
+    @categories.response(204)
+    @categories.alt_response(404, response="NOT_FOUND")
+    @categories.alt_response(409, response="CONFLICT")
+    def delete(self, category_id: int) -> None:
+        """Delete a category that has no products"""
+        catalog.delete_category(category_id=category_id)
+
+
+@products.route("")
+class Products(MethodView):
+    @products.arguments(ProductListArgsSchema, location="query")
+    @products.response(200, ProductPageSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """List products, filtered and sorted, one page at a time"""
+        page = catalog.list_products(**args)
+        return page, link_headers(page)
+
+    @require_api_key(products)
+    @products.arguments(ProductSchema)
+    @products.response(201, ProductSchema)
+    @products.alt_response(409, response="CONFLICT")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a product"""
+        return catalog.create_product(**data)
+
+
+@products.route(f"/{ID.format('product_id')}")
+class ProductById(MethodView):
+    @products.etag
+    @products.response(200, ProductSchema)
+    @products.alt_response(404, response="NOT_FOUND")
+    def get(self, product_id: int) -> Any:
+        """Get a product"""
+        return catalog.get_product(product_id=product_id)
+
+    @require_api_key(products)
+    @products.arguments(ProductUpdateSchema)
+    @products.response(200, ProductSchema)
+    @products.alt_response(404, response="NOT_FOUND")
+    @products.alt_response(409, response="CONFLICT")
+    def patch(self, changes: dict[str, Any], product_id: int) -> Any:
+        """Change a product"""
+        return catalog.update_product(product_id=product_id, **changes)
+
+    @require_api_key(products)
+    @products.response(204)
+    @products.alt_response(404, response="NOT_FOUND")
+    @products.alt_response(409, response="CONFLICT")
+    def delete(self, product_id: int) -> None:
+        """Delete a product that is on no order"""
+        catalog.delete_product(product_id=product_id)

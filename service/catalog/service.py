@@ -1,0 +1,243 @@
+"""Categories and products: the rules, the transactions and the caching of reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
+
+from service.caching import bump_generation, cache_delete, cached, generation
+from service.catalog.models import Category, Product
+from service.errors import Conflict, NotFound, ValidationFailed
+from service.extensions import db
+from service.pagination import Page, SortKey, keyset_page, scope_of
+
+CATALOG = "catalog"
+
+CategoryData = dict[str, Any]
+ProductData = dict[str, Any]
+
+_CATEGORY_COLUMNS = ("id", "name", "description", "created_at", "updated_at")
+_PRODUCT_COLUMNS = (
+    "id",
+    "sku",
+    "name",
+    "description",
+    "price",
+    "stock",
+    "category_id",
+    "created_at",
+    "updated_at",
+)
+_PRODUCT_SORTS = {
+    "name": Product.name,
+    "price": Product.price,
+    "created_at": Product.created_at,
+}
+
+
+def _category_data(category: Category) -> CategoryData:
+    return {name: getattr(category, name) for name in _CATEGORY_COLUMNS}
+
+
+def _product_data(product: Product) -> ProductData:
+    return {name: getattr(product, name) for name in _PRODUCT_COLUMNS}
+
+
+def _scalars(statement: Any) -> list[Any]:
+    return list(db.session.scalars(statement))
+
+
+# Categories
+
+
+def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
+    scope = scope_of("categories", {})
+
+    def load() -> Page[CategoryData]:
+        page = keyset_page(
+            select(Category),
+            sort=SortKey(Category.id, Category.id),
+            limit=limit,
+            cursor=cursor,
+            scope=scope,
+            execute=_scalars,
+            key_of=lambda c: (c.id, c.id),
+        )
+        return Page([_category_data(c) for c in page.items], page.next_cursor)
+
+    page, _ = cached(f"categories:{generation(CATALOG)}:{limit}:{cursor}", load)
+    return page
+
+
+def get_category(*, category_id: int) -> CategoryData:
+    def load() -> CategoryData:
+        category = db.session.get(Category, category_id)
+        if category is None:
+            raise NotFound(f"Category {category_id} does not exist.")
+        return _category_data(category)
+
+    data, _ = cached(f"category:{category_id}", load)
+    return data
+
+
+def create_category(*, name: str, description: str = "") -> CategoryData:
+    category = Category(name=name, description=description)
+    db.session.add(category)
+    _commit_or_conflict(f"A category named {name!r} already exists.")
+    _forget(categories=[category.id])
+    return _category_data(category)
+
+
+def update_category(*, category_id: int, **changes: Any) -> CategoryData:
+    category = db.session.get(Category, category_id)
+    if category is None:
+        raise NotFound(f"Category {category_id} does not exist.")
+    for name, value in changes.items():
+        setattr(category, name, value)
+    _commit_or_conflict(f"A category named {changes.get('name')!r} already exists.")
+    _forget(categories=[category_id])
+    return _category_data(category)
+
+
+def delete_category(*, category_id: int) -> None:
+    if db.session.get(Category, category_id) is None:
+        raise NotFound(f"Category {category_id} does not exist.")
+    if db.session.scalar(select(exists().where(Product.category_id == category_id))):
+        raise Conflict(f"Category {category_id} still has products; move or delete them first.")
+    db.session.execute(delete(Category).where(Category.id == category_id))
+    _commit_or_conflict(f"Category {category_id} still has products.")
+    _forget(categories=[category_id])
+
+
+# Products
+
+
+def list_products(
+    *,
+    limit: int,
+    cursor: str | None,
+    sort: str = "created_at",
+    category_id: int | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    q: str | None = None,
+) -> Page[ProductData]:
+    filters = {
+        "sort": sort,
+        "category_id": category_id,
+        "min_price": min_price,
+        "max_price": max_price,
+        "q": q,
+    }
+    scope = scope_of("products", filters)
+    column = _PRODUCT_SORTS[sort.lstrip("-")]
+
+    def load() -> Page[ProductData]:
+        statement = select(Product)
+        if category_id is not None:
+            statement = statement.where(Product.category_id == category_id)
+        if min_price is not None:
+            statement = statement.where(Product.price >= min_price)
+        if max_price is not None:
+            statement = statement.where(Product.price <= max_price)
+        if q:
+            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            statement = statement.where(Product.name.ilike(f"%{escaped}%", escape="\\"))
+        page = keyset_page(
+            statement,
+            sort=SortKey(column, Product.id, descending=sort.startswith("-")),
+            limit=limit,
+            cursor=cursor,
+            scope=scope,
+            execute=_scalars,
+            key_of=lambda p: (getattr(p, column.key), p.id),
+        )
+        return Page([_product_data(p) for p in page.items], page.next_cursor)
+
+    page, _ = cached(f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load)
+    return page
+
+
+def get_product(*, product_id: int) -> ProductData:
+    def load() -> ProductData:
+        product = db.session.get(Product, product_id)
+        if product is None:
+            raise NotFound(f"Product {product_id} does not exist.")
+        return _product_data(product)
+
+    data, _ = cached(f"product:{product_id}", load)
+    return data
+
+
+def create_product(
+    *,
+    sku: str,
+    name: str,
+    price: Decimal,
+    stock: int,
+    category_id: int,
+    description: str = "",
+) -> ProductData:
+    _require_category(category_id)
+    product = Product(
+        sku=sku,
+        name=name,
+        description=description,
+        price=price,
+        stock=stock,
+        category_id=category_id,
+    )
+    db.session.add(product)
+    _commit_or_conflict(f"A product with SKU {sku!r} already exists.")
+    _forget(products=[product.id])
+    return _product_data(product)
+
+
+def update_product(*, product_id: int, **changes: Any) -> ProductData:
+    product = db.session.get(Product, product_id)
+    if product is None:
+        raise NotFound(f"Product {product_id} does not exist.")
+    if "category_id" in changes:
+        _require_category(changes["category_id"])
+    for name, value in changes.items():
+        setattr(product, name, value)
+    _commit_or_conflict(f"A product with SKU {changes.get('sku')!r} already exists.")
+    _forget(products=[product_id])
+    return _product_data(product)
+
+
+def delete_product(*, product_id: int) -> None:
+    if db.session.get(Product, product_id) is None:
+        raise NotFound(f"Product {product_id} does not exist.")
+    db.session.execute(delete(Product).where(Product.id == product_id))
+    _commit_or_conflict(f"Product {product_id} appears on orders and cannot be deleted.")
+    _forget(products=[product_id])
+
+
+def forget_products(product_ids: Iterable[int]) -> None:
+    """Drop cached reads of these products (their stock changed elsewhere, e.g. an order)."""
+    _forget(products=product_ids)
+
+
+def _forget(*, products: Iterable[int] = (), categories: Iterable[int] = ()) -> None:
+    keys = [f"product:{i}" for i in products] + [f"category:{i}" for i in categories]
+    if keys:
+        cache_delete(*keys)
+    bump_generation(CATALOG)
+
+
+def _require_category(category_id: int) -> None:
+    if db.session.get(Category, category_id) is None:
+        raise ValidationFailed({"category_id": [f"Category {category_id} does not exist."]})
+
+
+def _commit_or_conflict(message: str) -> None:
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(message) from None

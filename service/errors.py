@@ -1,0 +1,236 @@
+"""Domain errors and the one handler that renders every failure as problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow as ma
+import sqlalchemy.exc
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:glassbox:problem:"
+
+log = logging.getLogger("service.errors")
+
+
+class AppError(Exception):
+    """Base of every error the service layer raises on purpose."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal server error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class InvalidRequest(AppError):
+    status = 400
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class InvalidCursor(InvalidRequest):
+    slug = "invalid-cursor"
+    title = "Invalid cursor"
+
+
+class Unauthorized(AppError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class NotFound(AppError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class OutOfStock(Conflict):
+    slug = "out-of-stock"
+    title = "Out of stock"
+
+
+class ValidationFailed(AppError):
+    """Input that is well-formed but breaks a rule (unknown reference, bad combination)."""
+
+    status = 422
+    slug = "validation-failed"
+    title = "Validation failed"
+
+    def __init__(self, errors: dict[str, list[str]], detail: str | None = None) -> None:
+        super().__init__(detail or "The request contains invalid fields.", errors=errors)
+
+
+class DependencyUnavailable(AppError):
+    status = 503
+    slug = "dependency-unavailable"
+    title = "Service unavailable"
+
+
+class ProblemSchema(ma.Schema):
+    """An RFC 9457 problem document (documentation only; the handler builds the dict)."""
+
+    type = ma.fields.String(metadata={"description": "URI reference naming the problem type"})
+    title = ma.fields.String(metadata={"description": "Short summary of the problem type"})
+    status = ma.fields.Integer(metadata={"description": "HTTP status code"})
+    detail = ma.fields.String(metadata={"description": "What went wrong this time"})
+    instance = ma.fields.String(metadata={"description": "Path of the request"})
+    errors = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.List(ma.fields.String()),
+        metadata={"description": "Field path → messages, on validation errors"},
+    )
+
+
+def problem_response(
+    status: int,
+    *,
+    title: str,
+    detail: str,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    body.update({key: value for key, value in extra.items() if value is not None})
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested messages into ``{"items.0.quantity": ["..."]}``."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_messages(value, path))
+        return flat
+    if isinstance(messages, list | tuple):
+        if all(isinstance(item, str) for item in messages):
+            return {prefix or "_schema": [str(item) for item in messages]}
+        flat = {}
+        for index, item in enumerate(messages):
+            flat.update(flatten_messages(item, f"{prefix}.{index}" if prefix else str(index)))
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+def _validation_errors(data: dict[str, Any]) -> dict[str, list[str]] | None:
+    messages = data.get("errors") or data.get("messages")
+    if not messages:
+        return None
+    # webargs nests by location ({"json": {...}, "query": {...}}); the location adds nothing.
+    if isinstance(messages, dict) and set(messages) <= {"json", "query", "headers", "form"}:
+        merged: dict[str, list[str]] = {}
+        for value in messages.values():
+            merged.update(flatten_messages(value))
+        return merged
+    return flatten_messages(messages)
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    if status == 304:
+        # Not an error: an empty body, and the ETag the client already holds.
+        response = Response(status=304)
+        tags = list(request.if_none_match.as_set())
+        if len(tags) == 1:
+            response.set_etag(tags[0])
+        return response
+    data = getattr(error, "data", None) or {}
+    errors = _validation_errors(data) if isinstance(data, dict) else None
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    if isinstance(data, dict) and isinstance(data.get("headers"), dict):
+        headers.update(data["headers"])
+    detail = error.description or error.name
+    if status == 422:
+        detail = "The request contains invalid fields."
+    elif status == 400 and errors:
+        detail = next(iter(errors.values()))[0]
+    if status >= 500:
+        log.error("http error %s: %s", status, error.name)
+    return problem_response(status, title=error.name, detail=detail, headers=headers, errors=errors)
+
+
+def handle_app_error(error: AppError) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="glassbox"'
+    if error.status >= 500:
+        _rollback()
+        log.warning("%s: %s", error.slug, error.detail)
+    return problem_response(
+        error.status,
+        title=error.title,
+        detail=error.detail,
+        slug=error.slug,
+        headers=headers,
+        **error.extra,
+    )
+
+
+def handle_unexpected(error: Exception) -> Response:
+    _rollback()
+    if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
+        # Connection refused, dropped, or no pooled connection in time: the database is
+        # the problem, not this request, so say so with a 503 the client may retry.
+        log.error("database unavailable: %s", type(error).__name__, exc_info=error)
+        return problem_response(
+            503,
+            title="Service unavailable",
+            detail="The database is not answering. Try again shortly.",
+            slug="database-unavailable",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
+        log.warning("integrity error not mapped by the service layer", exc_info=error)
+        return problem_response(
+            409,
+            title="Conflict",
+            detail="The request conflicts with the current state of a resource.",
+            slug="conflict",
+        )
+    log.error("unhandled exception on %s %s", request.method, request.path, exc_info=error)
+    return problem_response(
+        500,
+        title="Internal server error",
+        detail="The server could not complete the request.",
+        slug="internal-error",
+    )
+
+
+def _rollback() -> None:
+    from service.extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # the connection may be gone; the session is discarded anyway
+        log.debug("rollback after error failed", exc_info=True)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(AppError, handle_app_error)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,93 @@
+"""JSON logs on stdout (python-json-logger) and one access line per request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from pythonjsonlogger.json import JsonFormatter
+
+SERVICE_NAME = "glassbox"
+_HANDLER_MARK = "_glassbox_json"
+
+
+class ContextFilter(logging.Filter):
+    """Stamp every record with the service name and the current trace and span ids."""
+
+    def __init__(self, service_name: str) -> None:
+        super().__init__()
+        self.service_name = service_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service_name
+        trace_id, span_id = current_trace_ids()
+        record.trace_id = trace_id
+        record.span_id = span_id
+        return True
+
+
+def current_trace_ids() -> tuple[str, str]:
+    """The active span's ids as hex, or empty strings outside a recorded span."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # telemetry is optional at this layer
+        return "", ""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return "", ""
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s %(service)s %(trace_id)s %(span_id)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,  # ISO 8601, UTC
+    )
+
+
+def configure_logging(level: str = "INFO", service_name: str = SERVICE_NAME) -> None:
+    """Route the root logger to one JSON handler on stdout; safe to call more than once."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(ContextFilter(service_name))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The access line below replaces werkzeug's and gunicorn's own request logs.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+access_log = logging.getLogger("glassbox.access")
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _log_access(response: Response) -> Response:
+    started = g.pop("request_started", None)
+    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else None
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    extra: dict[str, Any] = {
+        "method": request.method,
+        "route": rule,
+        "path": request.path,
+        "status": response.status_code,
+        "duration_ms": round(duration_ms, 3) if duration_ms is not None else None,
+        "client": request.remote_addr,
+    }
+    access_log.info("request", extra=extra)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_log_access)

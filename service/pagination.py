@@ -1,0 +1,168 @@
+"""Keyset (seek) pagination with opaque, signed cursors.
+
+A cursor holds the sort key and id of the last row served, plus a fingerprint of the
+list it came from (endpoint, sort, filters). It is signed with SECRET_KEY, so a tampered
+cursor or one taken from another list is refused with a 400 instead of reaching SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
+
+import marshmallow as ma
+from flask import current_app, request
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
+
+from service.errors import InvalidCursor
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """ORDER BY column then id, both in the same direction."""
+
+    column: InstrumentedAttribute[Any]
+    id_column: InstrumentedAttribute[Any]
+    descending: bool = False
+
+
+class ListArgsSchema(ma.Schema):
+    limit = ma.fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=ma.validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": f"Page size, 1 to {MAX_LIMIT}"},
+    )
+    cursor = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(min=1, max=512),
+        metadata={"description": "Opaque cursor from the previous page's next_cursor"},
+    )
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"d": str(value)}
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, text),) = value.items()
+        if tag == "d":
+            return Decimal(str(text))
+        if tag == "t":
+            parsed = datetime.fromisoformat(str(text))
+            if parsed.tzinfo is None:
+                raise ValueError("naive timestamp")
+            return parsed
+        raise ValueError("unknown tag")
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    raise ValueError("unsupported value")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(payload: bytes) -> bytes:
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, b"cursor:" + payload, hashlib.sha256).digest()[:16]
+
+
+def scope_of(name: str, params: Mapping[str, Any]) -> str:
+    """Fingerprint of a list (its name, sort and filters) that a cursor belongs to."""
+    canonical = json.dumps(
+        [name, sorted((k, str(v)) for k, v in params.items() if v is not None)],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encode_cursor(scope: str, key: Sequence[Any]) -> str:
+    payload = json.dumps(
+        {"s": scope, "k": [_encode_value(v) for v in key]}, separators=(",", ":")
+    ).encode()
+    return f"{_b64(payload)}.{_b64(_signature(payload))}"
+
+
+def decode_cursor(token: str, scope: str, size: int) -> list[Any]:
+    try:
+        payload_text, signature_text = token.split(".", 1)
+        payload = _unb64(payload_text)
+        signature = _unb64(signature_text)
+    except (ValueError, TypeError):
+        raise InvalidCursor("The cursor is malformed.") from None
+    if not hmac.compare_digest(signature, _signature(payload)):
+        raise InvalidCursor("The cursor is not valid for this API.")
+    try:
+        data = json.loads(payload)
+        if data["s"] != scope:
+            raise InvalidCursor("The cursor belongs to a different list, sort or filter.")
+        key = [_decode_value(v) for v in data["k"]]
+    except InvalidCursor:
+        raise
+    except (ValueError, KeyError, TypeError, InvalidOperation):
+        raise InvalidCursor("The cursor is malformed.") from None
+    if len(key) != size:
+        raise InvalidCursor("The cursor is malformed.")
+    return key
+
+
+def keyset_page(
+    statement: Select[Any],
+    *,
+    sort: SortKey,
+    limit: int,
+    cursor: str | None,
+    scope: str,
+    execute: Callable[[Select[Any]], Sequence[T]],
+    key_of: Callable[[T], Sequence[Any]],
+) -> Page[T]:
+    """Run one page of `statement` ordered by (sort column, id) after `cursor`."""
+    columns = (sort.column, sort.id_column)
+    if cursor is not None:
+        after = decode_cursor(cursor, scope, 2)
+        position = tuple_(*columns)
+        # A plain tuple on the right binds each value with its column's type (Money, UTCDateTime).
+        bound = tuple(after)
+        statement = statement.where(position < bound if sort.descending else position > bound)
+    order = [c.desc() if sort.descending else c.asc() for c in columns]
+    rows = list(execute(statement.order_by(*order).limit(limit + 1)))
+    next_cursor = encode_cursor(scope, key_of(rows[limit - 1])) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def link_headers(page: Page[Any]) -> dict[str, str]:
+    """RFC 8288 `Link` to the next page, keeping the request's other query parameters."""
+    if page.next_cursor is None:
+        return {}
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+    params.append(("cursor", page.next_cursor))
+    return {"Link": f'<{request.base_url}?{urlencode(params)}>; rel="next"'}

@@ -1,0 +1,1 @@
+"""Reports own no tables: they read orders, order items, products and categories."""

@@ -1,0 +1,22 @@
+"""HTTP for reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from service.api import Blueprint
+from service.reports import service as reports
+from service.reports.schemas import SalesReportArgsSchema, SalesReportSchema
+
+blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="Sales reports")
+
+
+@blp.route("/sales")
+class SalesReport(MethodView):
+    @blp.arguments(SalesReportArgsSchema, location="query")
+    @blp.response(200, SalesReportSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Sales per day, product or category: totals, counts and percentiles"""
+        return reports.sales_report(**args)

@@ -1,0 +1,174 @@
+"""Fixtures: an app per test on each available backend, a client, API keys, data factories.
+
+Backends: `sqlite` (the embedded default: SQLite file, in-process cache and limiter)
+always; `postgres` (PostgreSQL + Redis) when TEST_DATABASE_URL and TEST_REDIS_URL are
+set. Tests that only make sense on a real server use the `pg_app` / `redis_url`
+fixtures. With GLASSBOX_REQUIRE_SERVICES=1 (as .ci/run sets) a missing service is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.auth import service as auth
+from service.extensions import db
+from tests.factories import Factories
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+REQUIRE_SERVICES = os.environ.get("GLASSBOX_REQUIRE_SERVICES") == "1"
+
+TABLES = ("order_items", "orders", "products", "categories", "api_keys")
+
+
+def require(url: str, name: str) -> str:
+    if url:
+        return url
+    message = f"{name} not configured"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}, and GLASSBOX_REQUIRE_SERVICES=1 forbids skipping")
+    pytest.skip(message)
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def _migrated(config: dict[str, Any]) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app(config)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'glassbox-test.db'}"
+    _migrated({"DATABASE_URL": url, "GLASSBOX_ENV": "test"})
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = require(TEST_DATABASE_URL, "TEST_DATABASE_URL (PostgreSQL)")
+    _reset_postgres(url)
+    _migrated({"DATABASE_URL": url, "GLASSBOX_ENV": "test"})
+    return url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = require(TEST_REDIS_URL, "TEST_REDIS_URL (Redis)")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def _clean(app: Flask) -> None:
+    with app.app_context():
+        with db.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+                )
+            else:
+                for table in TABLES:
+                    connection.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608
+        db.engine.dispose()
+
+
+def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
+    config: dict[str, Any] = {
+        "GLASSBOX_ENV": "test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis,
+        "RATELIMIT_ENABLED": False,
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    return create_app(config)
+
+
+BACKENDS = ["sqlite"]
+if TEST_DATABASE_URL or REQUIRE_SERVICES:
+    BACKENDS.append("postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """Override in a test module to change settings of the `app` fixture."""
+    return {}
+
+
+@pytest.fixture
+def app(
+    backend: str, request: pytest.FixtureRequest, app_config: dict[str, Any]
+) -> Iterator[Flask]:
+    if backend == "postgres":
+        database = request.getfixturevalue("postgres_url")
+        cache_url = request.getfixturevalue("redis_url")
+    else:
+        database = request.getfixturevalue("sqlite_url")
+        cache_url = ""
+    # No app context is held open: each test-client request must get its own, as in
+    # production (an outer context would share `g` and the session between requests).
+    app = build_app(database, cache_url, **app_config)
+    yield app
+    _clean(app)
+
+
+@pytest.fixture
+def pg_app(postgres_url: str, redis_url: str) -> Iterator[Flask]:
+    app = build_app(postgres_url, redis_url)
+    yield app
+    _clean(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def api_token(app: Flask) -> str:
+    with app.app_context():
+        return auth.create_key(name="tests")
+
+
+@pytest.fixture
+def make(app: Flask) -> Factories:
+    return Factories(app)
+
+
+@pytest.fixture
+def auth_headers(api_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

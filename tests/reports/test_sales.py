@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from flask.testing import FlaskClient
+
+from service.reports.service import percentile
+from tests.factories import Factories
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [Decimal(v) for v in ("1", "2", "3", "4")]
+    assert percentile(values, Decimal("0.5")) == Decimal("2.50")
+    assert percentile(values, Decimal("0.9")) == Decimal("3.70")
+    assert percentile([Decimal("5")], Decimal("0.99")) == Decimal("5.00")
+    assert percentile([], Decimal("0.5")) == Decimal("0")
+
+
+@pytest.fixture
+def sales(make: Factories) -> dict:
+    coffee, tea = make.category(name="Coffee"), make.category(name="Tea")
+    beans = make.product(name="Beans", price=Decimal("10.00"), category_id=coffee.id, stock=99)
+    leaves = make.product(name="Leaves", price=Decimal("4.00"), category_id=tea.id, stock=99)
+    day1 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    day2 = day1 + timedelta(days=1)
+    make.order(items=[(beans, 1)], created_at=day1)  # 10.00
+    make.order(items=[(beans, 2), (leaves, 1)], created_at=day1)  # 24.00
+    make.order(items=[(leaves, 3)], created_at=day2)  # 12.00
+    make.order(items=[(beans, 5)], created_at=day2, status="cancelled")  # not counted
+    make.order(items=[(beans, 9)], created_at=day2 + timedelta(days=5))  # out of range
+    return {"coffee": coffee.id, "tea": tea.id, "beans": beans.id, "leaves": leaves.id}
+
+
+def test_by_day(client: FlaskClient, sales: dict) -> None:
+    report = client.get("/api/v1/reports/sales?from=2026-03-01&to=2026-03-02&group_by=day").json
+    assert report["totals"] == {
+        "orders": 3,
+        "units": 7,
+        "revenue": "46.00",
+        "average": "15.33",
+        "p50": "12.00",
+        "p90": "21.60",
+        "p99": "23.76",
+    }
+    assert [(g["key"], g["orders"], g["revenue"]) for g in report["groups"]] == [
+        ("2026-03-01", 2, "34.00"),
+        ("2026-03-02", 1, "12.00"),
+    ]
+    assert report["from"] == "2026-03-01"
+
+
+def test_by_product_and_category(client: FlaskClient, sales: dict) -> None:
+    by_product = client.get("/api/v1/reports/sales?from=2026-03-01&to=2026-03-02&group_by=product")
+    groups = {g["label"]: g for g in by_product.json["groups"]}
+    assert groups["Beans"]["units"] == 3
+    assert groups["Beans"]["revenue"] == "30.00"
+    assert groups["Leaves"]["orders"] == 2
+    assert groups["Leaves"]["revenue"] == "16.00"
+    by_category = client.get(
+        "/api/v1/reports/sales?from=2026-03-01&to=2026-03-02&group_by=category"
+    )
+    assert {g["label"]: g["revenue"] for g in by_category.json["groups"]} == {
+        "Coffee": "30.00",
+        "Tea": "16.00",
+    }
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=2026-03-05&to=2026-03-01",
+        "group_by=week",
+        "from=yesterday",
+        "from=2000-01-01&to=2026-01-01",
+    ],
+)
+def test_bad_report_arguments(client: FlaskClient, query: str) -> None:
+    response = client.get(f"/api/v1/reports/sales?{query}")
+    assert response.status_code == 422
+
+
+def test_empty_range(client: FlaskClient) -> None:
+    report = client.get("/api/v1/reports/sales?from=2020-01-01&to=2020-01-31").json
+    assert report["groups"] == []
+    assert report["totals"]["orders"] == 0
+    assert report["totals"]["revenue"] == "0.00"

@@ -1,0 +1,61 @@
+"""Migrations upgrade and downgrade cleanly, and match the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import downgrade, upgrade
+
+from service.extensions import db
+from tests.conftest import TEST_DATABASE_URL, build_app, require
+
+
+def _cycle(url: str) -> None:
+    app = build_app(url)
+    with app.app_context():
+        upgrade()
+        tables = set(sa.inspect(db.engine).get_table_names())
+        assert {"products", "categories", "orders", "order_items", "api_keys"} <= tables
+        with db.engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            differences: list[Any] = compare_metadata(context, db.metadata)
+        assert differences == [], differences
+        downgrade(revision="base")
+        assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        upgrade()
+        db.engine.dispose()
+
+
+def test_sqlite_upgrade_downgrade(tmp_path: Any) -> None:
+    _cycle(f"sqlite:///{tmp_path / 'migrations.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_downgrade(postgres_url: str) -> None:
+    # A database of its own so the shared test schema is not disturbed.
+    url = require(TEST_DATABASE_URL, "TEST_DATABASE_URL")
+    admin = sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(sa.text("DROP DATABASE IF EXISTS glassbox_migrations"))
+        connection.execute(sa.text("CREATE DATABASE glassbox_migrations"))
+    admin.dispose()
+    target = (
+        sa.engine.make_url(url)
+        .set(database="glassbox_migrations")
+        .render_as_string(hide_password=False)
+    )
+    try:
+        _cycle(target)
+    finally:
+        admin = sa.create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as connection:
+            connection.execute(sa.text("DROP DATABASE IF EXISTS glassbox_migrations"))
+        admin.dispose()

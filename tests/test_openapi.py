@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import re
+
+from flask.testing import FlaskClient
+
+
+def test_spec_documents_every_operation(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    expected = {
+        ("/api/v1/categories", "get"),
+        ("/api/v1/categories", "post"),
+        ("/api/v1/categories/{category_id}", "get"),
+        ("/api/v1/categories/{category_id}", "patch"),
+        ("/api/v1/categories/{category_id}", "delete"),
+        ("/api/v1/products", "get"),
+        ("/api/v1/products", "post"),
+        ("/api/v1/products/{product_id}", "get"),
+        ("/api/v1/products/{product_id}", "patch"),
+        ("/api/v1/products/{product_id}", "delete"),
+        ("/api/v1/orders", "get"),
+        ("/api/v1/orders", "post"),
+        ("/api/v1/orders/{order_id}", "get"),
+        ("/api/v1/orders/{order_id}/cancel", "post"),
+        ("/api/v1/reports/sales", "get"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
+    }
+    documented = {
+        (path, method)
+        for path, ops in spec["paths"].items()
+        for method in ops
+        if method != "parameters"
+    }
+    assert expected <= documented
+    for path, method in expected:
+        operation = spec["paths"][path][method]
+        assert operation.get("summary"), (path, method)
+        if method in ("post", "patch", "delete"):
+            assert operation["security"] == [{"bearerAuth": []}], (path, method)
+            assert "401" in operation["responses"], (path, method)
+
+
+def test_errors_are_documented_as_problem_json(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    default = spec["components"]["responses"]["DEFAULT_ERROR"]
+    assert list(default["content"]) == ["application/problem+json"]
+
+
+def test_swagger_ui_is_served_without_a_cdn(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources, html
+    for source in sources:
+        assert source.startswith("/"), f"external asset {source}"
+        with client.get(source) as asset:
+            assert asset.status_code == 200, source
+            assert len(asset.data) > 100
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "<script>" not in html  # no inline script: the CSP forbids it

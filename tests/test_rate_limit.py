@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from flask import Flask
+
+from tests.conftest import build_app
+
+
+def _limited_app(database: str, redis: str = "") -> Flask:
+    return build_app(database, redis, RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="3 per minute")
+
+
+def _exercise(app: Flask) -> None:
+    client = app.test_client()
+    statuses = [client.get("/api/v1/categories").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    ok = client.get("/api/v1/categories")
+    assert ok.status_code == 429
+    assert ok.content_type == "application/problem+json"
+    assert int(ok.headers["Retry-After"]) > 0
+    assert ok.headers["RateLimit-Limit"] == "3"
+    assert ok.headers["RateLimit-Remaining"] == "0"
+    assert 0 <= int(ok.headers["RateLimit-Reset"]) <= 61  # seconds, not an epoch
+    # Probes and docs are exempt.
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_limit_in_process(sqlite_url: str) -> None:
+    _exercise(_limited_app(sqlite_url))
+
+
+def test_limit_in_redis(sqlite_url: str, redis_url: str) -> None:
+    _exercise(_limited_app(sqlite_url, redis_url))
+
+
+def test_limit_in_redis_is_shared_between_apps(sqlite_url: str, redis_url: str) -> None:
+    # Two app instances stand for two worker processes: the window is shared.
+    first, second = _limited_app(sqlite_url, redis_url), _limited_app(sqlite_url, redis_url)
+    codes = [
+        app.test_client().get("/api/v1/categories").status_code
+        for app in (first, second, first, second, first)
+    ]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_successful_responses_carry_ratelimit_headers_but_no_retry_after(sqlite_url: str) -> None:
+    response = _limited_app(sqlite_url).test_client().get("/api/v1/categories")
+    assert response.headers["RateLimit-Remaining"] == "2"
+    assert "Retry-After" not in response.headers
+
+
+def test_keys_are_limited_separately_from_addresses(sqlite_url: str) -> None:
+    from service.auth import service as auth
+
+    app = _limited_app(sqlite_url)
+    with app.app_context():
+        token = auth.create_key(name="limits")
+    try:
+        client = app.test_client()
+        for _ in range(3):
+            client.get("/api/v1/categories")
+        assert client.get("/api/v1/categories").status_code == 429
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/v1/categories", headers=headers).status_code == 200
+        # A made-up token does not buy a fresh allowance.
+        bogus = {"Authorization": "Bearer made-up"}
+        assert client.get("/api/v1/categories", headers=bogus).status_code == 429
+    finally:
+        from tests.conftest import _clean
+
+        _clean(app)
+
+
+def test_limits_can_be_switched_off(sqlite_url: str) -> None:
+    app = build_app(sqlite_url, RATELIMIT_ENABLED="false", RATELIMIT_DEFAULT="1 per minute")
+    client = app.test_client()
+    assert [client.get("/api/v1/categories").status_code for _ in range(3)] == [200] * 3
