@@ -81,6 +81,13 @@ def _redis_url(value: Any) -> str:
     return text
 
 
+def _http_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL, or empty")
+    return text
+
+
 def database_url(value: Any) -> URL:
     """Parse DATABASE_URL; PostgreSQL URLs use the psycopg 3 driver."""
     text = str(value).strip()
@@ -190,6 +197,24 @@ VARIABLES: tuple[Variable, ...] = (
         _float(0.05, 30),
         "seconds each readiness check may take before it counts as down",
     ),
+    Variable(
+        "PAYMENTS_URL",
+        "",
+        _http_url,
+        "base URL of the payments service; empty means in-process approval",
+    ),
+    Variable(
+        "PAYMENTS_TIMEOUT",
+        "2.0",
+        _float(0.05, 60),
+        "seconds one call to the payments service may take",
+    ),
+    Variable(
+        "PAYMENTS_RETRIES",
+        "2",
+        _int(0, 10),
+        "retries (with backoff) after a failed or timed-out payments call",
+    ),
 )
 
 # Read by the Makefile and the gunicorn config, not by the application itself.
@@ -197,7 +222,49 @@ SERVER_VARIABLES: tuple[Variable, ...] = (
     Variable("HOST", "127.0.0.1", _text, "address `make run` and `make serve` bind to"),
     Variable("PORT", "8000", _int(1, 65535), "port of the API"),
     Variable("WEB_CONCURRENCY", "2", _int(1, 64), "gunicorn worker processes (`make serve`)"),
+    Variable(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        _text,
+        "writable folder where gunicorn workers share /metrics counters (set by make serve)",
+    ),
 )
+
+# Read by the payments service (service/payments), not by the API.
+PAYMENTS_SERVICE_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "PAYMENTS_LATENCY_MS", "0", _int(0, 60_000), "payments service: added latency per call"
+    ),
+    Variable(
+        "PAYMENTS_FAILURE_RATE",
+        "0.0",
+        _float(0.0, 1.0),
+        "payments service: share of calls that fail with 503 (0 to 1)",
+    ),
+)
+
+# The OpenTelemetry SDK reads these itself (README "Observability").
+OTEL_VARIABLES: tuple[str, ...] = (
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_LOGS_EXPORTER",
+)
+
+
+def all_variable_names() -> frozenset[str]:
+    """Every environment variable glassbox or its SDKs read: deployment files may set these."""
+    return frozenset(
+        [v.name for v in VARIABLES + SERVER_VARIABLES + PAYMENTS_SERVICE_VARIABLES]
+        + list(OTEL_VARIABLES)
+    )
 
 
 def _project_path(path: str) -> str:
