@@ -38,16 +38,17 @@ def test_sqlite_upgrade_downgrade(tmp_path: Any) -> None:
 def test_postgres_upgrade_downgrade(postgres_url: str) -> None:
     # A database of its own so the shared test schema is not disturbed.
     url = require(TEST_DATABASE_URL, "TEST_DATABASE_URL")
+    scratch = f"{sa.engine.make_url(url).database}_migrations"  # beside the test database
     admin = sa.create_engine(
         url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as connection:
-        connection.execute(sa.text("DROP DATABASE IF EXISTS glassbox_migrations"))
-        connection.execute(sa.text("CREATE DATABASE glassbox_migrations"))
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {scratch}"))
+        connection.execute(sa.text(f"CREATE DATABASE {scratch}"))
     admin.dispose()
     target = (
         sa.engine.make_url(url)
-        .set(database="glassbox_migrations")
+        .set(database=scratch)
         .render_as_string(hide_password=False)
     )
     try:
@@ -57,5 +58,5 @@ def test_postgres_upgrade_downgrade(postgres_url: str) -> None:
             url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
         )
         with admin.connect() as connection:
-            connection.execute(sa.text("DROP DATABASE IF EXISTS glassbox_migrations"))
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {scratch}"))
         admin.dispose()
