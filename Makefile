@@ -54,3 +54,15 @@ format: venv  ## Apply ruff's formatting and safe fixes
 
 clean:  ## Remove .venv, the SQLite database and caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# --- Load tests, profiling and benchmarks (docs/measurement.md) ---
+# URL of the running server for `make load` and `make profile`.
+LOAD_URL ?= http://$(HOST):$(PORT)
+LOAD_SHAPE ?= smoke
+.PHONY: load profile bench
+
+load: venv  ## Locust, headless, against LOAD_URL (LOAD_SHAPE=smoke|steady|spike|soak); reports in loadtests/results/
+	@mkdir -p loadtests/results
+	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(LOAD_URL) --shape $(LOAD_SHAPE) \
+		--csv loadtests/results/$(LOAD_SHAPE) --html loadtests/results/$(LOAD_SHAPE).html \
+		--only-summary --exit-code-on-error 1

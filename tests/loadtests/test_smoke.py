@@ -1,0 +1,111 @@
+"""The smoke load shape against the app under gunicorn (2 sync workers) on PostgreSQL + Redis.
+
+What CI proves with it: every shopper journey of the locustfile works against the real
+server (bodies validated, orders placed with an API key), and `make load`'s exit code
+comes from loadtests/thresholds.toml.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from flask import Flask
+
+from profiling.servers import ROOT, clean_environment, gunicorn
+from service.auth import service as auth
+from service.seed import seed_orders, seed_products
+
+# Requests a 12 s smoke run is all but certain to make (hundreds of weighted tasks).
+# Cancellations are rarer (a shopper cancels one of their own paid orders), so not listed.
+EXPECTED_NAMES = {
+    "/api/v1/products",
+    "/api/v1/products (next page)",
+    "/api/v1/products/{id}",
+    "/api/v1/products?q=",
+    "/api/v1/orders",
+    "/api/v1/orders/{id}",
+    "/api/v1/reports/sales",
+    "Aggregated",
+}
+
+
+def run_locust(url: str, token: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        "loadtests/locustfile.py",
+        "--headless",
+        "--host",
+        url,
+        "--csv",
+        str(out / "smoke"),
+        "--html",
+        str(out / "smoke.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "1",
+        # A hard stop in case a shape never ends; the smoke shape lasts 12 s.
+        "--run-time",
+        "60s",
+        *extra,
+    ]
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_environment({"GLASSBOX_API_KEY": token, "LOAD_SHAPE": "smoke"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_smoke_shape_passes_against_gunicorn_on_postgres(
+    pg_app: Flask, postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    with pg_app.app_context():
+        rng = random.Random(5)
+        seed_products(300, rng=rng)
+        seed_orders(100, rng=rng)
+        token = auth.create_key(name="load-smoke")
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "RATELIMIT_ENABLED": "false",
+        "GLASSBOX_ENV": "development",
+    }
+    with gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
+        result = run_locust(server.url, token, tmp_path)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "thresholds met (shape smoke)" in result.stderr
+    with (tmp_path / "smoke_stats.csv").open(newline="") as file:
+        rows = {row["Name"]: row for row in csv.DictReader(file)}
+    assert set(rows) >= EXPECTED_NAMES, sorted(rows)
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    assert int(rows["/api/v1/orders"]["Request Count"]) > 0
+    assert (tmp_path / "smoke.html").stat().st_size > 0
+
+
+def test_thresholds_fail_the_run_when_requests_fail(
+    pg_app: Flask, postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A wrong API key makes every order a 401: the failure ratio passes its limit."""
+    with pg_app.app_context():
+        seed_products(50, rng=random.Random(6))
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "RATELIMIT_ENABLED": "false",
+        "GLASSBOX_ENV": "development",
+    }
+    with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
+        result = run_locust(server.url, "gbx_not_a_real_key", tmp_path, "--shape-seconds", "4")
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "threshold exceeded: failure ratio" in result.stderr
