@@ -1,0 +1,247 @@
+"""Grafana provisioning: the dashboards are what the generator writes, survive a round trip
+through grafana-foundation-sdk (Grafana 11.6 schema) without losing a key, use only the
+provisioned datasources, and carry the environment and instance variables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from tests.observability.conftest import DASHBOARD_DIR, DATASOURCES, OBSERVABILITY, load_yaml
+
+DASHBOARD_FILES = sorted(DASHBOARD_DIR.glob("*.json"))
+# Variables Grafana itself provides.
+BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
+
+
+def load_generator() -> ModuleType:
+    path = OBSERVABILITY / "grafana" / "dashboards.py"
+    spec = importlib.util.spec_from_file_location("glassbox_dashboards", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def round_trip(model: dict[str, Any]) -> dict[str, Any]:
+    register_default_plugins()
+    return json.loads(json.dumps(Dashboard.from_json(model), cls=JSONEncoder))
+
+
+def lost_keys(original: Any, copy: Any, path: str = "") -> list[str]:
+    """Keys (and values) present in `original` but missing or different in `copy`."""
+    if isinstance(original, dict):
+        if not isinstance(copy, dict):
+            return [path or "/"]
+        found = []
+        for key, value in original.items():
+            if key not in copy:
+                found.append(f"{path}/{key}")
+            else:
+                found += lost_keys(value, copy[key], f"{path}/{key}")
+        return found
+    if isinstance(original, list):
+        if not isinstance(copy, list) or len(copy) != len(original):
+            return [path]
+        return [
+            p
+            for i, (a, b) in enumerate(zip(original, copy, strict=True))
+            for p in lost_keys(a, b, f"{path}[{i}]")
+        ]
+    return [] if original == copy else [path]
+
+
+def panels(model: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for panel in model.get("panels", []):
+        found.append(panel)
+        found += panel.get("panels", [])  # panels inside rows
+    return found
+
+
+@pytest.fixture(scope="module", params=DASHBOARD_FILES, ids=lambda p: p.stem)
+def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return json.loads(Path(request.param).read_text())
+
+
+@pytest.fixture(scope="module")
+def datasource_uids() -> dict[str, str]:
+    return {d["uid"]: d["type"] for d in load_yaml(DATASOURCES)["datasources"]}
+
+
+def test_the_four_dashboards_are_provisioned() -> None:
+    assert [p.name for p in DASHBOARD_FILES] == [
+        "business.json",
+        "dependencies.json",
+        "runtime.json",
+        "service-overview.json",
+    ]
+
+
+def test_committed_json_is_what_the_generator_writes() -> None:
+    generator = load_generator()
+    for name, build in generator.DASHBOARDS.items():
+        expected = generator.to_text(generator.render(build()))
+        assert (DASHBOARD_DIR / name).read_text() == expected, (
+            f"{name} is stale: run .venv/bin/python observability/grafana/dashboards.py"
+        )
+
+
+def test_dashboard_round_trips_through_the_sdk_without_losing_keys(
+    dashboard: dict[str, Any],
+) -> None:
+    again = round_trip(dashboard)
+    assert lost_keys(dashboard, again) == []
+    assert again == dashboard
+
+
+def test_the_round_trip_would_notice_a_misspelt_key(dashboard: dict[str, Any]) -> None:
+    """from_json drops what the schema does not know: that is what the comparison catches."""
+    broken = json.loads(json.dumps(dashboard))
+    broken["panels"][0]["gridPosition"] = broken["panels"][0].pop("gridPos")
+    broken["templating"]["list"][0]["refreshh"] = 2
+    lost = lost_keys(broken, round_trip(broken))
+    assert "/panels[0]/gridPosition" in lost
+    assert "/templating/list[0]/refreshh" in lost
+
+
+def test_every_datasource_reference_is_provisioned(
+    dashboard: dict[str, Any], datasource_uids: dict[str, str]
+) -> None:
+    references = []
+    for panel in panels(dashboard):
+        if panel["type"] != "row":
+            references.append(panel["datasource"])
+            references += [target["datasource"] for target in panel["targets"]]
+    references += [v["datasource"] for v in dashboard["templating"]["list"] if "datasource" in v]
+    assert references
+    for reference in references:
+        assert reference["uid"] in datasource_uids, reference
+        assert datasource_uids[reference["uid"]] == reference["type"], reference
+
+
+def test_environment_and_instance_variables_narrow_every_query(
+    dashboard: dict[str, Any],
+) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"env", "instance"} <= set(variables)
+    assert variables["instance"]["includeAll"] is True
+    assert variables["instance"]["allValue"] == ".*"
+    defined = set(variables) | BUILTIN_VARIABLES
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            used = set(re.findall(r"\$(\w+)", expr))
+            assert used <= defined, (panel["title"], used - defined)
+            assert 'deployment_environment=~"$env"' in expr, panel["title"]
+            # Recording rules aggregate instances away; everything else filters by instance.
+            if not expr.startswith("job:slo_"):
+                assert 'instance=~"$instance"' in expr, panel["title"]
+
+
+def test_panels_are_unique_and_on_the_grid(dashboard: dict[str, Any]) -> None:
+    ids = [panel["id"] for panel in panels(dashboard)]
+    assert len(ids) == len(set(ids))
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        assert panel["title"]
+        assert panel.get("description"), panel["title"]
+        for target in panel.get("targets", []):
+            assert target["expr"].strip(), panel["title"]
+    refs = [[t["refId"] for t in p.get("targets", [])] for p in panels(dashboard)]
+    assert all(len(r) == len(set(r)) for r in refs)
+
+
+def test_each_dashboard_shows_what_it_is_for() -> None:
+    def exprs(name: str) -> str:
+        model = json.loads((DASHBOARD_DIR / name).read_text())
+        return "\n".join(t["expr"] for p in panels(model) for t in p.get("targets", []))
+
+    overview = exprs("service-overview.json")
+    for needle in (
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+        "histogram_quantile(0.99,",
+        "job:slo_errors_per_request:ratio_rate1h",
+        "job:slo_slow_requests:ratio_rate1h",
+        'http_response_status_code=~"5.."',
+        "sum by (http_route",
+        "[30d]",
+    ):
+        assert needle in overview, needle
+    dependencies = exprs("dependencies.json")
+    for metric in (
+        "db_client_connection_count",
+        "db_client_connection_wait_time_seconds",
+        "db_client_operation_duration_seconds_bucket",
+        "glassbox_cache_requests_total",
+        "glassbox_payments_duration_seconds",
+        "glassbox_ratelimit_rejections_total",
+    ):
+        assert metric in dependencies, metric
+    business = exprs("business.json")
+    for metric in (
+        "glassbox_orders_placed_total",
+        "glassbox_revenue_total",
+        "glassbox_orders_cancelled_total",
+    ):
+        assert metric in business, metric
+    runtime = exprs("runtime.json")
+    for metric in (
+        "process_cpu_time_seconds_total",
+        "process_memory_usage_bytes",
+        "cpython_gc_collections_total",
+    ):
+        assert metric in runtime, metric
+    assert "by (instance, worker" in runtime
+
+
+def test_latency_panels_ask_for_exemplars(dashboard: dict[str, Any]) -> None:
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            traced = "http_server_request" in expr or "glassbox_payments" in expr
+            if "histogram_quantile" in expr and traced:
+                assert target["exemplar"] is True, panel["title"]
+
+
+def test_datasources_have_fixed_uids_and_link_exemplars_to_jaeger() -> None:
+    sources = {d["uid"]: d for d in load_yaml(DATASOURCES)["datasources"]}
+    assert set(sources) == {"prometheus", "jaeger"}
+    prometheus = sources["prometheus"]
+    assert prometheus["type"] == "prometheus"
+    assert prometheus["isDefault"] is True
+    (destination,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    # The collector's prometheus exporter names the exemplar label trace_id.
+    assert destination == {
+        "name": "trace_id",
+        "datasourceUid": "jaeger",
+        "urlDisplayLabel": "Open the trace in Jaeger",
+    }
+    jaeger = sources["jaeger"]
+    assert jaeger["type"] == "jaeger"
+    to_metrics = jaeger["jsonData"]["tracesToMetrics"]
+    assert to_metrics["datasourceUid"] == "prometheus"
+    assert to_metrics["tags"] == [{"key": "service.name", "value": "job"}]
+    for item in to_metrics["queries"]:
+        # `$$` survives Grafana's environment expansion as `$__tags`.
+        assert "$$__tags" in item["query"]
+        assert re.search(r"(?<!\$)\$__tags", item["query"]) is None
+
+
+def test_dashboard_provider_loads_the_folder() -> None:
+    provider = load_yaml(DASHBOARD_DIR.parent / "glassbox.yaml")["providers"]
+    assert [p["type"] for p in provider] == ["file"]
+    assert provider[0]["options"]["path"].endswith("/dashboards/glassbox")
+    assert provider[0]["allowUiUpdates"] is False
