@@ -592,7 +592,8 @@ def business() -> Any:
         board.with_panel(
             single(
                 "Orders placed",
-                "Orders placed in the selected time range (paid and cancelled at payment).",
+                "Orders placed in the selected time range: paid, or cancelled because the payment "
+                "was declined.",
                 "short",
                 f"sum(increase(glassbox_orders_placed_total{{{SELECTOR}}}[$__range]))",
                 decimals=0,
@@ -601,7 +602,8 @@ def business() -> Any:
         .with_panel(
             single(
                 "Revenue",
-                "Value of paid orders in the selected time range.",
+                "Value of orders paid in the selected time range (later cancellations are not "
+                "subtracted).",
                 "currencyEUR",
                 f"sum(increase(glassbox_revenue_total{{{SELECTOR}}}[$__range]))",
                 decimals=2,
@@ -620,7 +622,8 @@ def business() -> Any:
         .with_panel(
             single(
                 "Cancellations",
-                "Orders cancelled after they were paid, in the selected time range.",
+                "Orders cancelled in the selected time range: by the customer, or because the "
+                "payment was declined.",
                 "short",
                 f"sum(increase(glassbox_orders_cancelled_total{{{SELECTOR}}}[$__range]))",
                 decimals=0,
@@ -629,7 +632,7 @@ def business() -> Any:
         .with_panel(
             graph(
                 "Orders per minute by status",
-                "Orders placed per minute: paid, or cancelled because the payment failed.",
+                "Orders placed per minute: paid, or cancelled because the payment was declined.",
                 "short",
                 [
                     (
@@ -657,7 +660,8 @@ def business() -> Any:
         .with_panel(
             graph(
                 "Cancellations per minute",
-                "Orders cancelled per minute, and as a share of paid orders.",
+                "Orders cancelled per minute (by customers or declined payments), and as a share "
+                "of the orders placed.",
                 "short",
                 [
                     (
@@ -668,8 +672,9 @@ def business() -> Any:
                     (
                         "sum(rate(glassbox_orders_cancelled_total"
                         f"{{{SELECTOR}}}[$__rate_interval])) "
-                        f"/ sum(rate({orders_paid}[$__rate_interval]))",
-                        "share of paid orders",
+                        "/ sum(rate(glassbox_orders_placed_total"
+                        f"{{{SELECTOR}}}[$__rate_interval]))",
+                        "share of orders placed",
                     ),
                 ],
                 width=24,
