@@ -10,12 +10,13 @@ FLASK := $(BIN)/flask --app service
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_CONCURRENCY ?= 2
+PAYMENTS_PORT ?= 8001
 export HOST PORT WEB_CONCURRENCY
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve migrate test lint format clean
+.PHONY: help venv run serve serve-payments migrate test lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,10 +36,21 @@ run: migrate  ## The embedded default: SQLite, in-process cache and limiter, dem
 	$(FLASK) seed --if-empty
 	$(FLASK) api-keys ensure-dev
 	@echo "glassbox on http://$(HOST):$(PORT)  (Swagger UI: http://$(HOST):$(PORT)/docs)"
-	$(FLASK) run --host $(HOST) --port $(PORT) --no-reload --without-threads
+	@echo "payments service on http://$(HOST):$(PAYMENTS_PORT)"
+	@$(BIN)/flask --app 'service.payments:create_app()' run --host $(HOST) \
+	    --port $(PAYMENTS_PORT) --no-reload --without-threads & payments=$$!; \
+	trap 'kill $$payments 2>/dev/null' EXIT INT TERM; \
+	PAYMENTS_URL=$${PAYMENTS_URL:-http://$(HOST):$(PAYMENTS_PORT)} \
+	    $(FLASK) run --host $(HOST) --port $(PORT) --no-reload --without-threads
 
 serve: migrate  ## Production server: gunicorn, honours PORT and WEB_CONCURRENCY
-	$(BIN)/gunicorn -c python:service.gunicorn_conf
+	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/var/metrics/api} \
+	    $(BIN)/gunicorn -c python:service.gunicorn_conf
+
+serve-payments: venv  ## The payments service under gunicorn, on PORT if given, else PAYMENTS_PORT
+	PORT=$(if $(filter file,$(origin PORT)),$(PAYMENTS_PORT),$(PORT)) \
+	PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/metrics/payments \
+	    $(BIN)/gunicorn -c python:service.gunicorn_conf 'service.payments:create_app()'
 
 test: venv  ## Run the tests (PostgreSQL and Redis too when TEST_DATABASE_URL / TEST_REDIS_URL are set)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from service import logging as app_logging
+from service import telemetry
 from service.api import require_json_body
 from service.config import load_config
 from service.extensions import api, cache, db, make_limiter, migrate
@@ -33,7 +35,10 @@ Reads are public. Writes need an API key: `Authorization: Bearer <token>`
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application. `config` overrides environment variables by name."""
     settings = load_config(overrides=config)
-    app_logging.configure_logging(settings["LOG_LEVEL"])
+    app_logging.configure_logging(
+        settings["LOG_LEVEL"],
+        service_name=os.environ.get("OTEL_SERVICE_NAME") or app_logging.SERVICE_NAME,
+    )
 
     app = Flask(__name__)
     app.config.update(settings)
@@ -58,20 +63,32 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Registered before the limiter so that it runs after the limiter has added its headers
     # (Flask runs after_request hooks in reverse order of registration).
     app.after_request(_finalize_headers)
+    # Request hooks (span, metrics, access line) before anything that may refuse a request.
+    telemetry.init_app(app, service_name="glassbox-api", service_version=__version__)
     app.before_request(require_json_body)
+    _use_instrumented_pool(app)
     db.init_app(app)
+    with app.app_context():
+        telemetry.instrument_engine(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     cache.init_app(app)
     make_limiter().init_app(app)
     api.init_app(app)
     _register_blueprints(app)
     _register_commands(app)
-    app_logging.init_app(app)
 
-    from service.orders.payments import InProcessGateway
+    from service.orders.payments import gateway_for
 
-    app.extensions["glassbox.payments"] = InProcessGateway()
+    app.extensions["glassbox.payments"] = gateway_for(app.config)
     return app
+
+
+def _use_instrumented_pool(app: Flask) -> None:
+    """Pool checkouts report their wait time (not for in-memory SQLite's single connection)."""
+    if ":memory:" not in app.config["SQLALCHEMY_DATABASE_URI"]:
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.setdefault("poolclass", telemetry.InstrumentedQueuePool)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -86,9 +103,11 @@ def _register_blueprints(app: Flask) -> None:
 
 def _register_commands(app: Flask) -> None:
     from service.auth.cli import api_keys_cli
+    from service.orders.cli import orders_cli
     from service.seed import seed_command
 
     app.cli.add_command(api_keys_cli)
+    app.cli.add_command(orders_cli)
     app.cli.add_command(seed_command)
 
 

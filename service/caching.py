@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
 from service.extensions import cache
+from service.metrics import metrics
 
 T = TypeVar("T")
 
@@ -22,6 +25,7 @@ log = logging.getLogger("service.cache")
 _WARN_INTERVAL_SECONDS = 30.0
 _last_warning = 0.0
 _MISSING = object()
+_FAILED = object()  # the cache did not answer: a miss, counted as an error
 
 
 def _warn(operation: str, exc: Exception) -> None:
@@ -38,7 +42,7 @@ def cache_get(key: str) -> Any:
         value = cache.get(key)
     except Exception as exc:
         _warn("get", exc)
-        return _MISSING
+        return _FAILED
     return _MISSING if value is None else value
 
 
@@ -56,10 +60,20 @@ def cache_delete(*keys: str) -> None:
         _warn("delete", exc)
 
 
-def cached(key: str, load: Callable[[], T]) -> tuple[T, bool]:
-    """Return (value, hit): the cached value, or `load()` stored for next time."""
+def cached(key: str, load: Callable[[], T], *, name: str) -> tuple[T, bool]:
+    """Return (value, hit): the cached value, or `load()` stored for next time.
+
+    `name` labels the lookup in metrics (glassbox_cache_requests_total{cache_name}) and on
+    the current span (`glassbox.cache.<name>`: hit or miss).
+    """
     value = cache_get(key)
-    if value is not _MISSING:
+    hit = value is not _MISSING and value is not _FAILED
+    result = "hit" if hit else ("error" if value is _FAILED else "miss")
+    metrics.cache_lookup(name, result)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(f"glassbox.cache.{name}", result)
+    if hit:
         return value, True
     value = load()
     cache_set(key, value)
@@ -69,7 +83,7 @@ def cached(key: str, load: Callable[[], T]) -> tuple[T, bool]:
 def generation(name: str) -> str:
     """The current generation token of a family of cached lists."""
     token = cache_get(f"gen:{name}")
-    if token is _MISSING:
+    if token is _MISSING or token is _FAILED:
         token = uuid.uuid4().hex
         try:
             cache.set(f"gen:{name}", token, timeout=0)

@@ -60,6 +60,16 @@ def _float(minimum: float, maximum: float) -> Callable[[Any], float]:
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
 def _environment(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ENVIRONMENTS:
@@ -215,6 +225,18 @@ VARIABLES: tuple[Variable, ...] = (
         _int(0, 10),
         "retries (with backoff) after a failed or timed-out payments call",
     ),
+    Variable(
+        "IDEMPOTENCY_TTL",
+        "86400",
+        _int(60, 30 * 86400),
+        "seconds an Idempotency-Key of POST /orders is remembered",
+    ),
+    Variable(
+        "TELEMETRY_INSTRUMENTATION",
+        "lean",
+        _choice("lean", "contrib"),
+        "lean: glassbox's server and SQL spans; contrib: the stock Flask/SQLAlchemy instrumentors",
+    ),
 )
 
 # Read by the Makefile and the gunicorn config, not by the application itself.
@@ -222,6 +244,7 @@ SERVER_VARIABLES: tuple[Variable, ...] = (
     Variable("HOST", "127.0.0.1", _text, "address `make run` and `make serve` bind to"),
     Variable("PORT", "8000", _int(1, 65535), "port of the API"),
     Variable("WEB_CONCURRENCY", "2", _int(1, 64), "gunicorn worker processes (`make serve`)"),
+    Variable("PAYMENTS_PORT", "8001", _int(1, 65535), "port of the payments service (make)"),
     Variable(
         "PROMETHEUS_MULTIPROC_DIR",
         "",

@@ -10,6 +10,8 @@ import sqlalchemy.exc
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from service.telemetry import current_trace_id, record_exception
+
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:glassbox:problem:"
 
@@ -83,6 +85,10 @@ class DependencyUnavailable(AppError):
 class ProblemSchema(ma.Schema):
     """An RFC 9457 problem document (documentation only; the handler builds the dict)."""
 
+    class Meta:
+        # RFC 9457 extension members (e.g. `product_id` and `available` when out of stock).
+        unknown = ma.INCLUDE
+
     type = ma.fields.String(metadata={"description": "URI reference naming the problem type"})
     title = ma.fields.String(metadata={"description": "Short summary of the problem type"})
     status = ma.fields.Integer(metadata={"description": "HTTP status code"})
@@ -111,6 +117,9 @@ def problem_response(
         "detail": detail,
         "instance": request.path,
     }
+    trace_id = current_trace_id()
+    if trace_id:
+        body["trace_id"] = trace_id  # paste into Jaeger to see this request
     body.update({key: value for key, value in extra.items() if value is not None})
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
     response.headers["Cache-Control"] = "no-store"
@@ -193,6 +202,7 @@ def handle_app_error(error: AppError) -> Response:
 
 def handle_unexpected(error: Exception) -> Response:
     _rollback()
+    record_exception(error)
     if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
         # Connection refused, dropped, or no pooled connection in time: the database is
         # the problem, not this request, so say so with a 503 the client may retry.

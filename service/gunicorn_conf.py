@@ -1,11 +1,16 @@
 """gunicorn settings for `make serve` and the container: `gunicorn -c python:service.gunicorn_conf`.
 
-Read by gunicorn, not by the app: HOST, PORT and WEB_CONCURRENCY come from the environment.
+Read by gunicorn, not by the app: HOST, PORT, WEB_CONCURRENCY and PROMETHEUS_MULTIPROC_DIR
+come from the environment. The app is not preloaded: each worker runs `create_app` after
+the fork, so OpenTelemetry's providers and export threads are per worker (service/telemetry.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+from typing import Any
 
 from service.logging import SERVICE_NAME, ContextFilter, json_formatter
 
@@ -41,3 +46,31 @@ logconfig_dict = {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
     },
 }
+
+# gunicorn merges this dict over its defaults, whose root logger uses a "console" handler
+# that the dict above does not define ("Unable to configure root logger" at start). The app
+# adds its own JSON handler to the root logger (service/logging.py), so none is needed here.
+logconfig_dict["root"] = {"level": "INFO", "handlers": []}
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty metrics folder: old workers' files would be counted forever."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's gauges must leave `/metrics` (its counters stay in the totals)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Graceful stop (SIGTERM): export the spans, metrics and logs still queued."""
+    from service import telemetry
+
+    telemetry.shutdown()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import request
 from pythonjsonlogger.json import JsonFormatter
 
-SERVICE_NAME = "glassbox"
+SERVICE_NAME = "glassbox-api"
 _HANDLER_MARK = "_glassbox_json"
 
 
@@ -43,8 +42,8 @@ def current_trace_ids() -> tuple[str, str]:
 
 def json_formatter() -> logging.Formatter:
     return JsonFormatter(
-        "%(levelname)s %(name)s %(message)s %(service)s %(trace_id)s %(span_id)s",
-        rename_fields={"levelname": "level", "name": "logger"},
+        "%(levelname)s %(name)s %(message)s %(service)s %(trace_id)s %(span_id)s %(process)d",
+        rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
         timestamp=True,  # ISO 8601, UTC
     )
 
@@ -68,26 +67,14 @@ def configure_logging(level: str = "INFO", service_name: str = SERVICE_NAME) -> 
 access_log = logging.getLogger("glassbox.access")
 
 
-def _start_timer() -> None:
-    g.request_started = time.perf_counter()
-
-
-def _log_access(response: Response) -> Response:
-    started = g.pop("request_started", None)
-    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else None
-    rule = request.url_rule.rule if request.url_rule is not None else None
+def log_access(method: str, route: str, status: int, seconds: float) -> None:
+    """One line per request; called by the request hooks in service/telemetry.py."""
     extra: dict[str, Any] = {
-        "method": request.method,
-        "route": rule,
+        "method": method,
+        "route": route or None,
         "path": request.path,
-        "status": response.status_code,
-        "duration_ms": round(duration_ms, 3) if duration_ms is not None else None,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
         "client": request.remote_addr,
     }
     access_log.info("request", extra=extra)
-    return response
-
-
-def init_app(app: Flask) -> None:
-    app.before_request(_start_timer)
-    app.after_request(_log_access)

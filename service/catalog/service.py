@@ -69,7 +69,9 @@ def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
         )
         return Page([_category_data(c) for c in page.items], page.next_cursor)
 
-    page, _ = cached(f"categories:{generation(CATALOG)}:{limit}:{cursor}", load)
+    page, _ = cached(
+        f"categories:{generation(CATALOG)}:{limit}:{cursor}", load, name="category_list"
+    )
     return page
 
 
@@ -80,7 +82,7 @@ def get_category(*, category_id: int) -> CategoryData:
             raise NotFound(f"Category {category_id} does not exist.")
         return _category_data(category)
 
-    data, _ = cached(f"category:{category_id}", load)
+    data, _ = cached(f"category:{category_id}", load, name="category")
     return data
 
 
@@ -158,7 +160,9 @@ def list_products(
         )
         return Page([_product_data(p) for p in page.items], page.next_cursor)
 
-    page, _ = cached(f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load)
+    page, _ = cached(
+        f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load, name="product_list"
+    )
     return page
 
 
@@ -169,7 +173,7 @@ def get_product(*, product_id: int) -> ProductData:
             raise NotFound(f"Product {product_id} does not exist.")
         return _product_data(product)
 
-    data, _ = cached(f"product:{product_id}", load)
+    data, _ = cached(f"product:{product_id}", load, name="product")
     return data
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.database import Base, Money, UTCDateTime, utcnow
@@ -31,6 +31,8 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PENDING)
     total: Mapped[Decimal] = mapped_column(Money())
     payment_reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Why a cancelled order was cancelled: customer, payment_declined, payment_expired.
+    cancellation_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -59,3 +61,22 @@ class OrderItem(Base):
     @property
     def line_total(self) -> Decimal:
         return self.unit_price * self.quantity
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` a client sent with POST /orders, and the order it created."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "key", name="uq_idempotency_keys_api_key_id_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the canonical request body: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int | None] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

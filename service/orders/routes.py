@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import g
 from flask.views import MethodView
 
 from service.api import Blueprint
 from service.auth.decorators import require_api_key
 from service.orders import service as orders
 from service.orders.schemas import (
+    IdempotencyHeadersSchema,
     OrderCreateSchema,
     OrderListArgsSchema,
     OrderPageSchema,
@@ -33,11 +35,15 @@ class Orders(MethodView):
 
     @require_api_key(blp)
     @blp.arguments(OrderCreateSchema)
+    @blp.arguments(IdempotencyHeadersSchema, location="headers")
     @blp.response(201, OrderSchema)
     @blp.alt_response(409, response="CONFLICT", description="Not enough stock")
-    def post(self, data: dict[str, Any]) -> Any:
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Payment undecided")
+    def post(self, data: dict[str, Any], headers: dict[str, Any]) -> Any:
         """Place an order: reserve stock, take payment"""
-        return orders.place_order(**data)
+        return orders.place_order(
+            **data, idempotency_key=headers["idempotency_key"], api_key_id=g.api_key.id
+        )
 
 
 @blp.route(f"/{ORDER_ID}")

@@ -43,6 +43,10 @@ class OrderSchema(ma.Schema):
     status = ma.fields.String(validate=ma.validate.OneOf([s.value for s in OrderStatus]))
     total = Money()
     payment_reference = ma.fields.String(allow_none=True)
+    cancellation_reason = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "customer, payment_declined or payment_expired"},
+    )
     created_at = ma.fields.AwareDateTime()
     updated_at = ma.fields.AwareDateTime()
     items = ma.fields.List(ma.fields.Nested(OrderItemSchema))
@@ -56,3 +60,15 @@ class OrderPageSchema(ma.Schema):
 class OrderListArgsSchema(ListArgsSchema):
     status = ma.fields.String(validate=ma.validate.OneOf([s.value for s in OrderStatus]))
     customer_email = ma.fields.Email(validate=ma.validate.Length(max=254))
+
+
+class IdempotencyHeadersSchema(ma.Schema):
+    idempotency_key = ma.fields.String(
+        data_key="Idempotency-Key",
+        load_default=None,
+        validate=ma.validate.Length(min=1, max=255),
+        metadata={
+            "description": "Retrying with the same key and body returns the first order "
+            "instead of placing another one"
+        },
+    )

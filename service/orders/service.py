@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from flask import current_app
+from opentelemetry import trace
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from service.catalog.models import Product
 from service.catalog.service import forget_products
-from service.database import CENT
-from service.errors import Conflict, NotFound, OutOfStock, ValidationFailed
+from service.database import CENT, utcnow
+from service.errors import (
+    Conflict,
+    DependencyUnavailable,
+    NotFound,
+    OutOfStock,
+    ValidationFailed,
+)
 from service.extensions import db
-from service.orders.models import Order, OrderItem, OrderStatus
+from service.metrics import metrics
+from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
 from service.orders.payments import current_gateway
 from service.pagination import Page, SortKey, keyset_page, scope_of
 
+tracer = trace.get_tracer("glassbox")
+
 OrderData = dict[str, Any]
+
+
+class PaymentUnavailable(DependencyUnavailable):
+    slug = "payment-unavailable"
+    title = "Payment service unavailable"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused"
 
 
 def order_data(order: Order) -> OrderData:
@@ -29,6 +54,7 @@ def order_data(order: Order) -> OrderData:
         "status": order.status,
         "total": order.total,
         "payment_reference": order.payment_reference,
+        "cancellation_reason": order.cancellation_reason,
         "created_at": order.created_at,
         "updated_at": order.updated_at,
         "items": [
@@ -50,16 +76,89 @@ def _merge_quantities(items: Iterable[Mapping[str, int]]) -> dict[int, int]:
     return dict(quantities)
 
 
-def place_order(*, customer_email: str, items: Iterable[Mapping[str, int]]) -> OrderData:
+def _request_hash(customer_email: str, quantities: Mapping[int, int]) -> str:
+    canonical = json.dumps([customer_email, sorted(quantities.items())], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def place_order(
+    *,
+    customer_email: str,
+    items: Iterable[Mapping[str, int]],
+    idempotency_key: str | None = None,
+    api_key_id: int | None = None,
+) -> OrderData:
     """Reserve stock and record the order in one transaction, then take payment.
 
     Each line is a conditional `UPDATE … SET stock = stock - q WHERE stock >= q`: the
     database decides, so two concurrent orders can never sell the same last unit.
-    Products are locked in id order so concurrent orders cannot deadlock.
+    Products are updated in id order so concurrent orders cannot deadlock.
+
+    With an idempotency key, a retry returns the first order instead of placing another,
+    and resumes its payment if that had not reached a decision.
     """
     quantities = _merge_quantities(items)
+    with tracer.start_as_current_span("orders.place") as span:
+        span.set_attribute("order.items_count", len(quantities))
+        span.set_attribute("order.units", sum(quantities.values()))
+        keyed = idempotency_key is not None and api_key_id is not None
+        request_hash = _request_hash(customer_email, quantities)
+        if keyed:
+            existing = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
+            if existing is not None:
+                span.set_attribute("order.idempotent_replay", True)
+                return _finish(existing, span)
+        order = _reserve(customer_email, quantities, request_hash, idempotency_key, api_key_id)
+        if order is None:  # a concurrent request with the same key won the race
+            order = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
+            assert order is not None
+            span.set_attribute("order.idempotent_replay", True)
+        return _finish(order, span)
+
+
+def _replay(api_key_id: int, key: str, request_hash: str) -> Order | None:
+    record = db.session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key
+        )
+    )
+    if record is None:
+        return None
+    ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
+    if record.created_at + ttl < utcnow():
+        db.session.delete(record)
+        db.session.commit()
+        return None
+    if record.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            {"Idempotency-Key": ["This key was used with a different request body."]},
+            detail="The Idempotency-Key was already used with a different request body.",
+        )
+    order = db.session.get(Order, record.order_id) if record.order_id is not None else None
+    if order is None:
+        raise Conflict("A request with this Idempotency-Key is still being processed.")
+    return order
+
+
+def _reserve(
+    customer_email: str,
+    quantities: Mapping[int, int],
+    request_hash: str,
+    idempotency_key: str | None,
+    api_key_id: int | None,
+) -> Order | None:
+    """Create the pending order and decrement stock; None if the key was taken meanwhile."""
     lines: list[OrderItem] = []
     try:
+        record = None
+        if idempotency_key is not None and api_key_id is not None:
+            # Inserted first: a concurrent request with the same key waits on the unique
+            # index until this transaction ends, then replays this order.
+            record = IdempotencyKey(
+                api_key_id=api_key_id, key=idempotency_key, request_hash=request_hash
+            )
+            db.session.add(record)
+            db.session.flush()
         for product_id in sorted(quantities):
             quantity = quantities[product_id]
             unit_price = db.session.execute(
@@ -77,19 +176,51 @@ def place_order(*, customer_email: str, items: Iterable[Mapping[str, int]]) -> O
             customer_email=customer_email, status=OrderStatus.PENDING, total=total, items=lines
         )
         db.session.add(order)
+        db.session.flush()
+        if record is not None:
+            record.order_id = order.id
         db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if idempotency_key is None:
+            raise
+        return None
     except BaseException:
         db.session.rollback()
         raise
     forget_products(quantities)
+    return order
 
-    payment = current_gateway().authorize(order_id=order.id, amount=order.total)
-    if payment.approved:
-        order.status = OrderStatus.PAID
-        order.payment_reference = payment.reference
-        db.session.commit()
-    else:
-        _cancel(order)
+
+def _finish(order: Order, span: Any) -> OrderData:
+    """Take payment for a pending order; paid and cancelled orders are returned as they are."""
+    span.set_attribute("order.id", order.id)
+    span.set_attribute("order.total", float(order.total))
+    if order.status == OrderStatus.PENDING:
+        payment = current_gateway().authorize(order_id=order.id, amount=order.total)
+        if payment.approved:
+            changed = db.session.execute(
+                update(Order)
+                .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
+                .values(status=OrderStatus.PAID, payment_reference=payment.reference)
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+            db.session.refresh(order)
+            if cast(CursorResult[Any], changed).rowcount == 1:
+                metrics.order_placed(OrderStatus.PAID, float(order.total))
+        elif payment.unavailable:
+            span.set_attribute("order.status", order.status)
+            raise PaymentUnavailable(
+                f"Order {order.id} is reserved but the payment service did not answer "
+                f"({payment.reason}). Retry with the same Idempotency-Key to complete it.",
+                order_id=order.id,
+                order_status=order.status,
+            )
+        else:
+            _cancel(order, reason="payment_declined")
+            metrics.order_placed(OrderStatus.CANCELLED, 0.0)
+    span.set_attribute("order.status", order.status)
     return order_data(order)
 
 
@@ -145,24 +276,48 @@ def list_orders(
 
 def cancel_order(*, order_id: int) -> OrderData:
     """Cancel once and put the stock back; cancelling again is a conflict."""
-    order = db.session.scalar(
-        select(Order).options(selectinload(Order.items)).where(Order.id == order_id)
-    )
-    if order is None:
-        raise NotFound(f"Order {order_id} does not exist.")
-    if order.status == OrderStatus.CANCELLED:
-        raise Conflict(f"Order {order_id} is already cancelled.")
-    _cancel(order)
-    return order_data(order)
+    with tracer.start_as_current_span("orders.cancel") as span:
+        span.set_attribute("order.id", order_id)
+        order = db.session.scalar(
+            select(Order).options(selectinload(Order.items)).where(Order.id == order_id)
+        )
+        if order is None:
+            raise NotFound(f"Order {order_id} does not exist.")
+        if order.status == OrderStatus.CANCELLED:
+            raise Conflict(f"Order {order_id} is already cancelled.")
+        _cancel(order, reason="customer")
+        span.set_attribute("order.items_count", len(order.items))
+        return order_data(order)
 
 
-def _cancel(order: Order) -> None:
+def expire_pending(*, older_than: timedelta) -> int:
+    """Cancel orders whose payment never reached a decision, and forget old idempotency keys."""
+    cutoff = utcnow() - older_than
+    stale = db.session.scalars(
+        select(Order)
+        .options(selectinload(Order.items))
+        .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
+    ).all()
+    expired = 0
+    for order in stale:
+        try:
+            _cancel(order, reason="payment_expired")
+            expired += 1
+        except Conflict:  # cancelled meanwhile
+            continue
+    ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
+    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
+    db.session.commit()
+    return expired
+
+
+def _cancel(order: Order, *, reason: str) -> None:
     try:
         # Conditional on the old status: of two concurrent cancels exactly one restores stock.
         result = db.session.execute(
             update(Order)
             .where(Order.id == order.id, Order.status != OrderStatus.CANCELLED)
-            .values(status=OrderStatus.CANCELLED)
+            .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
             .execution_options(synchronize_session=False)
         )
         if cast(CursorResult[Any], result).rowcount != 1:
@@ -179,4 +334,5 @@ def _cancel(order: Order) -> None:
         db.session.rollback()
         raise
     db.session.refresh(order)
+    metrics.order_cancelled()
     forget_products(item.product_id for item in order.items)
