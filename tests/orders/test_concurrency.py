@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from threading import Barrier
 
+import requests
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -13,6 +15,8 @@ from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import OrderItem
 from tests.factories import Factories
+from tests.processes import start_gunicorn
+from tests.reliability.servers import server_env
 
 
 def test_threads_never_sell_the_same_last_units(pg_app: Flask) -> None:
@@ -47,3 +51,76 @@ def test_threads_never_sell_the_same_last_units(pg_app: Flask) -> None:
             select(func.sum(OrderItem.quantity)).where(OrderItem.product_id == product.id)
         )
         assert sold == 5
+
+
+def test_concurrent_retries_with_one_key_create_one_order(pg_app: Flask) -> None:
+    make = Factories(pg_app)
+    product = make.product(stock=10)
+    with pg_app.app_context():
+        token = auth.create_key(name="one-key")
+    clients = 10
+    barrier = Barrier(clients)
+
+    def retry(_: int) -> tuple[int, int]:
+        client = pg_app.test_client()
+        barrier.wait(timeout=30)
+        response = client.post(
+            "/api/v1/orders",
+            json={
+                "customer_email": "k@example.com",
+                "items": [{"product_id": product.id, "quantity": 1}],
+            },
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "same-click"},
+        )
+        return response.status_code, response.json["id"]
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        results = list(pool.map(retry, range(clients)))
+
+    assert {status for status, _ in results} == {201}
+    assert len({order_id for _, order_id in results}) == 1
+    with pg_app.app_context():
+        assert db.session.get(Product, product.id).stock == 9
+
+
+def test_200_concurrent_orders_under_gunicorn_sell_exactly_the_stock(
+    pg_app: Flask, postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Several worker processes, real PostgreSQL: 200 buyers, 50 units."""
+    make = Factories(pg_app)
+    product = make.product(stock=50)
+    with pg_app.app_context():
+        token = auth.create_key(name="crowd")
+    server = start_gunicorn(
+        "api",
+        server_env(DATABASE_URL=postgres_url, REDIS_URL=redis_url, WEB_CONCURRENCY="4"),
+        tmp_path / "api.log",
+    )
+    try:
+        session_headers = {"Authorization": f"Bearer {token}", "Connection": "close"}
+        body = {
+            "customer_email": "crowd@example.com",
+            "items": [{"product_id": product.id, "quantity": 1}],
+        }
+
+        def buy(_: int) -> int:
+            return requests.post(
+                server.base_url + "/api/v1/orders",
+                json=body,
+                headers=session_headers,
+                timeout=60,
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            statuses = list(pool.map(buy, range(200)))
+    finally:
+        server.stop()
+
+    assert statuses.count(201) == 50
+    assert statuses.count(409) == 150
+    with pg_app.app_context():
+        assert db.session.get(Product, product.id).stock == 0
+        sold = db.session.scalar(
+            select(func.sum(OrderItem.quantity)).where(OrderItem.product_id == product.id)
+        )
+        assert sold == 50
