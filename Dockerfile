@@ -3,6 +3,7 @@
 #   api       gunicorn -c python:service.gunicorn_conf                       (the default CMD)
 #   payments  gunicorn -c python:service.gunicorn_conf 'service.payments:create_app()'  (PORT=8001)
 #   migrate   flask --app service db upgrade
+# The last stage (runtime) is the default target; `--target profiler` builds the py-spy image.
 # The build reads no DATABASE_URL, SECRET_KEY or any other secret: credentials are injected
 # at run time. The base is pinned by version; pin it by digest too where the registry can be
 # reached (`docker buildx imagetools inspect`), which this repository's machines cannot.
@@ -35,6 +36,12 @@ COPY service/ /app/service/
 COPY migrations/ /app/migrations/
 # Byte-compile now: at run time the root filesystem is read-only and nothing is written.
 RUN /opt/venv/bin/python -m compileall -q /app/service /app/migrations
+
+# ---- profiler: py-spy for an ephemeral debug container beside a pod (docs/deploy.md) -----
+# Built only on request (`--target profiler`); it runs as root because ptrace needs it.
+FROM base AS profiler
+RUN pip install --no-cache-dir py-spy==0.4.3
+CMD ["py-spy", "--help"]
 
 # ---- runtime: no compilers, no uv, no pip cache, a non-root user -------------------------
 FROM base AS runtime

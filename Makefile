@@ -78,3 +78,15 @@ load: venv  ## Locust, headless, against LOAD_URL (LOAD_SHAPE=smoke|steady|spike
 	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(LOAD_URL) --shape $(LOAD_SHAPE) \
 		--csv loadtests/results/$(LOAD_SHAPE) --html loadtests/results/$(LOAD_SHAPE).html \
 		--only-summary --exit-code-on-error 1
+
+# --- Deployment (docs/deploy.md): Dockerfile, k8s/, .github/workflows/, compose.yaml ---
+# The same checks run in `make test` (tests/deploy); the PgBouncer and migration-lock tests
+# there need PostgreSQL (TEST_DATABASE_URL) and run with the rest of the suite.
+K8S_OVERLAY ?= prod
+.PHONY: check-deploy manifests
+
+check-deploy: venv  ## hadolint, kustomize + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
+	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
+
+manifests: venv  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl would apply them
+	@$(BIN)/kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/$(K8S_OVERLAY)

@@ -43,8 +43,8 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_base_image_is_pinned_to_a_release() -> None:
     bases = [args.split()[0] for word, args in _instructions() if word == "FROM"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", bases[0])
-    # Every later stage builds on that one pin.
-    assert bases[1:] == ["base", "base"]
+    # Every later stage (builder, profiler, runtime) builds on that one pin.
+    assert bases[1:] == ["base", "base", "base"]
 
 
 def test_build_needs_no_secret() -> None:
