@@ -30,7 +30,10 @@ class Shape:
         return self.stages[-1].until
 
     def scaled(self, *, peak_users: int | None = None, seconds: float | None = None) -> Shape:
-        """The same shape with its peak at `peak_users` and lasting `seconds`."""
+        """The same shape with its peak at `peak_users` and lasting `seconds`.
+
+        Spawn rates follow, so that a ramp keeps its share of the (shorter) run.
+        """
         natural_peak = max(stage.users for stage in self.stages)
         user_factor = (peak_users / natural_peak) if peak_users else 1.0
         time_factor = (seconds / self.duration) if seconds else 1.0
@@ -38,7 +41,7 @@ class Shape:
             Stage(
                 until=stage.until * time_factor,
                 users=max(1, round(stage.users * user_factor)),
-                spawn_rate=max(1.0, stage.spawn_rate * user_factor),
+                spawn_rate=max(1.0, stage.spawn_rate * user_factor / time_factor),
             )
             for stage in self.stages
         )

@@ -102,18 +102,18 @@ def stop(server: Server, timeout: float = 30.0) -> None:
         os.killpg(server.process.pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def gunicorn(
+def start_gunicorn(
     env: Mapping[str, str],
     *,
     app: str | None = None,
     workers: int = 2,
     port: int | None = None,
     log_path: Path,
-    ready_path: str = "/health/live",
-    timeout: float = 60.0,
-) -> Iterator[Server]:
-    """gunicorn with service/gunicorn_conf.py on 127.0.0.1; `app` replaces its wsgi_app."""
+) -> Server:
+    """Start gunicorn with service/gunicorn_conf.py on 127.0.0.1 without waiting for it.
+
+    `app` replaces the config's wsgi_app. The caller must `stop()` the server.
+    """
     port = port or free_port()
     full_env = clean_environment(
         {"HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers), **env}
@@ -131,7 +131,22 @@ def gunicorn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
+    return Server(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
+
+
+@contextlib.contextmanager
+def gunicorn(
+    env: Mapping[str, str],
+    *,
+    app: str | None = None,
+    workers: int = 2,
+    port: int | None = None,
+    log_path: Path,
+    ready_path: str = "/health/live",
+    timeout: float = 60.0,
+) -> Iterator[Server]:
+    """A gunicorn server that answers `ready_path`, stopped on the way out whatever happens."""
+    server = start_gunicorn(env, app=app, workers=workers, port=port, log_path=log_path)
     try:
         wait_until_ready(server, ready_path, timeout)
         yield server

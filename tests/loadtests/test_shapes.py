@@ -32,6 +32,6 @@ def test_spike_jumps_and_comes_back() -> None:
 def test_scaling_changes_users_and_length_but_not_the_form() -> None:
     steady = SHAPES["steady"].scaled(peak_users=40, seconds=33)
     assert steady.duration == pytest.approx(33)
-    assert steady.at(32.9) == (40, 2.0)
+    assert steady.at(32.9) == (40, 20.0)
     assert steady.at(33.0) is None
     assert SHAPES["steady"].scaled().stages == SHAPES["steady"].stages
