@@ -79,6 +79,13 @@ load: venv  ## Locust, headless, against LOAD_URL (LOAD_SHAPE=smoke|steady|spike
 		--csv loadtests/results/$(LOAD_SHAPE) --html loadtests/results/$(LOAD_SHAPE).html \
 		--only-summary --exit-code-on-error 1
 
+profile: venv  ## py-spy flame graphs (SVG, speedscope) and dumps of the gunicorn workers at LOAD_URL under load; in profiling/results/
+	$(BIN)/python -m profiling.capture --url $(LOAD_URL)
+
+bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants (BENCH_SECONDS, BENCH_ROUNDS, …); JSON + PNG in profiling/results/
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m profiling.bench
+
 # --- Deployment (docs/deploy.md): Dockerfile, k8s/, .github/workflows/, compose.yaml ---
 # The same checks run in `make test` (tests/deploy); the PgBouncer and migration-lock tests
 # there need PostgreSQL (TEST_DATABASE_URL) and run with the rest of the suite.
