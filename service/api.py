@@ -9,10 +9,12 @@ import flask_smorest
 import marshmallow as ma
 from flask import request
 from flask_smorest.utils import prepare_response
+from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 
 from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
+from service.fields import Money
 
 
 class StrictParser(FlaskParser):
@@ -24,6 +26,14 @@ class StrictParser(FlaskParser):
         "querystring": ma.RAISE,
     }
 
+    def load_json(self, req: Any, schema: ma.Schema) -> Any:
+        # Every operation that reads a JSON body needs one (PATCH with nothing to change
+        # sends `{}`): an absent body is refused rather than read as an empty object.
+        data = super().load_json(req, schema)
+        if data is core.missing:
+            raise ma.ValidationError("A JSON request body is required.")
+        return data
+
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
@@ -31,6 +41,11 @@ class Blueprint(flask_smorest.Blueprint):
 
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Money documents itself (string or number, service/fields.py): no type of its own.
+        self.register_field(Money, None, None)
 
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)

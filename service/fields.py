@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -11,25 +12,67 @@ from service.database import CENT
 
 MAX_ID = 2**31 - 1  # PostgreSQL `integer`
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12, 2)
+# A product's price: low enough that the largest order (50 lines of 100 units) still fits
+# an order total's NUMERIC(12, 2) column.
+MAX_PRICE = Decimal("999999.99")
+# Sums over many orders (report revenue) outgrow one order's column; they are computed.
+MAX_SUM = Decimal("999999999999999.99")
+
+
+def amount_pattern(maximum: Decimal) -> str:
+    """What an amount up to `maximum` (all nines, e.g. 999999.99) looks like as a string.
+
+    ASCII digits only ([0-9], not \\d, which in Python also matches other scripts' digits).
+    """
+    digits = len(str(int(maximum)))
+    if maximum != 10**digits - CENT:
+        raise ValueError("the maximum must be all nines, e.g. 999999.99")
+    return rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,2}})?$"
 
 
 class Money(ma.fields.Decimal):
     """A non-negative amount with at most two decimals, sent and received as a string.
 
-    Numbers are accepted on input; more than two decimals is refused, never rounded.
+    Numbers are accepted on input; more than two decimals is refused, never rounded. A
+    string must look like ``12.50``: no exponent, sign, spaces or digit separators, which
+    Python's Decimal would otherwise read.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("validate", ma.validate.Range(min=Decimal(0), max=MAX_AMOUNT))
-        metadata = {"example": "19.99", **kwargs.pop("metadata", {})}
+    default_error_messages = {
+        "format": "Use a decimal number such as 12.50 (at most two decimal places).",
+        "range": "Must be from 0 to {maximum}.",
+    }
+
+    def __init__(self, *, maximum: Decimal = MAX_AMOUNT, **kwargs: Any) -> None:
+        self.maximum = maximum
+        self.pattern = amount_pattern(maximum)
+        metadata = {
+            # The OpenAPI type: a string like "12.50" or a JSON number (the field is
+            # registered without a type of its own, see service/api.py).
+            "anyOf": [
+                {"type": "string", "pattern": self.pattern},
+                {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": float(maximum),
+                    "multipleOf": 0.01,
+                },
+            ],
+            "example": "19.99",
+            **kwargs.pop("metadata", {}),
+        }
         super().__init__(as_string=True, metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        if isinstance(value, str) and not re.fullmatch(self.pattern, value):
+            raise self.make_error("format")
         amount = super()._deserialize(value, attr, data, **kwargs)
         if amount != amount.quantize(CENT):
-            raise ma.ValidationError("Use at most two decimal places.")
+            raise self.make_error("format")
+        if not Decimal(0) <= amount <= self.maximum:
+            raise self.make_error("range", maximum=self.maximum)
         return amount
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
@@ -51,6 +94,11 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
+# The same rule as _no_control_characters, stated in the OpenAPI spec (ECMA-262 syntax).
+SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+MULTILINE_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$"
+
+
 def _no_control_characters(allow_newlines: bool) -> Any:
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
 
@@ -64,4 +112,8 @@ def _no_control_characters(allow_newlines: bool) -> Any:
 def Text(*, min: int = 0, max: int, multiline: bool = False, **kwargs: Any) -> ma.fields.String:
     """A string with a length limit and no control characters (newlines only if multiline)."""
     validators = [ma.validate.Length(min=min, max=max), _no_control_characters(multiline)]
-    return ma.fields.String(validate=validators, **kwargs)
+    metadata = {
+        "pattern": MULTILINE_PATTERN if multiline else SINGLE_LINE_PATTERN,
+        **kwargs.pop("metadata", {}),
+    }
+    return ma.fields.String(validate=validators, metadata=metadata, **kwargs)

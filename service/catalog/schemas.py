@@ -4,7 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.fields import MAX_ID, Id, Money, StrictSchema, Text
+from service.fields import MAX_ID, MAX_PRICE, Id, Money, StrictSchema, Text
 from service.pagination import ListArgsSchema
 
 PRODUCT_SORTS = ("name", "-name", "price", "-price", "created_at", "-created_at")
@@ -37,7 +37,7 @@ class ProductSchema(StrictSchema):
     )
     name = Text(min=1, max=200, required=True, metadata={"example": "Espresso beans 1 kg"})
     description = Text(max=5000, multiline=True, load_default="")
-    price = Money(required=True)
+    price = Money(required=True, maximum=MAX_PRICE)
     stock = ma.fields.Integer(
         strict=True, required=True, validate=ma.validate.Range(min=0, max=1_000_000_000)
     )
@@ -52,7 +52,7 @@ class ProductUpdateSchema(StrictSchema):
     )
     name = Text(min=1, max=200)
     description = Text(max=5000, multiline=True)
-    price = Money()
+    price = Money(maximum=MAX_PRICE)
     stock = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=1_000_000_000))
     category_id = Id(strict=True)
 

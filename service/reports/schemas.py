@@ -5,7 +5,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.fields import Money, StrictSchema
+from service.fields import MAX_SUM, Money, StrictSchema
 
 GROUPINGS = ("day", "product", "category")
 MAX_RANGE_DAYS = 3660
@@ -37,7 +37,7 @@ class SalesReportArgsSchema(StrictSchema):
 class SalesFiguresSchema(ma.Schema):
     orders = ma.fields.Integer(metadata={"description": "Paid orders counted"})
     units = ma.fields.Integer(metadata={"description": "Units sold"})
-    revenue = Money()
+    revenue = Money(maximum=MAX_SUM)
     average = Money(metadata={"description": "Mean value"})
     p50 = Money()
     p90 = Money()
