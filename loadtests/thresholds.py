@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,7 +45,7 @@ def load_thresholds(shape: str, path: Path = THRESHOLDS_FILE) -> Thresholds:
 
 
 def violations(
-    thresholds: Thresholds, total: Entry, by_name: dict[str, Entry] | None = None
+    thresholds: Thresholds, total: Entry, by_name: Mapping[str, Entry] | None = None
 ) -> list[str]:
     """Messages for every limit the run exceeded; empty when it passed."""
     problems: list[str] = []

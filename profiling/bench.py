@@ -518,9 +518,9 @@ def format_report(
         )
     lines += ["", "targets (ratios measured within each round, median over rounds):"]
     for v in verdicts:
-        ratio = "   n/a" if v["ratio"] is None else f"{v['ratio']:6.2f}"
+        shown = "   n/a" if v["ratio"] is None else f"{v['ratio']:6.2f}"
         sign = ">=" if v["at_least"] else "<="
-        lines.append(f"  {v['verdict']:<4}  {ratio} {sign} {v['bound']:.2f}  {v['name']}")
+        lines.append(f"  {v['verdict']:<4}  {shown} {sign} {v['bound']:.2f}  {v['name']}")
     return "\n".join(lines)
 
 
