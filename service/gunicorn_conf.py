@@ -25,6 +25,9 @@ keepalive = 2
 # The app writes one JSON access line per request; gunicorn's own would be a duplicate.
 accesslog = None
 errorlog = "-"
+# No control socket: nothing here uses it, and its default path ($HOME/.gunicorn) is shared
+# by every gunicorn of the user and unwritable with a read-only root filesystem.
+control_socket_disable = True
 wsgi_app = "service:create_app()"
 
 

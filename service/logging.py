@@ -62,6 +62,9 @@ def configure_logging(level: str = "INFO", service_name: str = SERVICE_NAME) -> 
     root.setLevel(level)
     # The access line below replaces werkzeug's and gunicorn's own request logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # SQLAlchemy quiets its own loggers; the instrumented pool's logger is named after
+    # its module (service.telemetry), so quiet it the same way.
+    logging.getLogger("service.telemetry.InstrumentedQueuePool").setLevel(logging.WARNING)
 
 
 access_log = logging.getLogger("glassbox.access")

@@ -20,10 +20,12 @@ What is built here and why (figures in docs/measurement.md, `make bench`):
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ tracer = trace.get_tracer("glassbox")
 # Probes, scrapes and static files: no spans and no request metrics, only the access line.
 UNOBSERVED_PREFIXES = ("/health/", "/metrics", "/static/", "/docs", "/openapi.json")
 DEFAULT_SAMPLE_RATIO = 0.1
+SHUTDOWN_TIMEOUT_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+\"?([A-Za-z_][A-Za-z0-9_]*)", re.I)
 
@@ -122,7 +125,8 @@ def configure_process(service_name: str, service_version: str, environment: str)
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER / _ARG
     if not os.environ.get("OTEL_TRACES_SAMPLER"):
         sampler = ParentBasedTraceIdRatio(DEFAULT_SAMPLE_RATIO)
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+    # shutdown_on_exit=False: the SDK's own atexit flush has no time limit; ours has.
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     exporting = _otlp_endpoint_set()
     readers = []
     if exporting and _exporter_enabled("TRACES"):
@@ -137,7 +141,9 @@ def configure_process(service_name: str, service_version: str, environment: str)
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False
+    )
     trace.set_tracer_provider(tracer_provider)
     otel_metrics.set_meter_provider(meter_provider)
     _state.providers = [tracer_provider, meter_provider]
@@ -147,6 +153,7 @@ def configure_process(service_name: str, service_version: str, environment: str)
         _export_logs(resource)
     _state.tracing = True
     _state.exporting = exporting
+    atexit.register(shutdown)
 
 
 def _export_logs(resource: Any) -> None:
@@ -155,7 +162,7 @@ def _export_logs(resource: Any) -> None:
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-    provider = LoggerProvider(resource=resource)
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
     set_logger_provider(provider)
     handler = LoggingHandler(logger_provider=provider)
@@ -164,15 +171,29 @@ def _export_logs(resource: Any) -> None:
     _state.providers.append(provider)
 
 
-def shutdown() -> None:
-    """Flush and stop exporters (gunicorn's worker_exit calls this on graceful shutdown)."""
+def shutdown(timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
+    """Flush and stop exporters (gunicorn's worker_exit calls this on graceful shutdown).
+
+    Bounded: a collector that hangs must not hold the worker past gunicorn's graceful
+    timeout, so the flush runs in a daemon thread that is abandoned after `timeout`.
+    """
     providers, _state.providers = _state.providers, []
-    for provider in providers:
-        try:
-            provider.shutdown()
-        except Exception:  # shutting down: report, never raise
-            log.warning("telemetry shutdown failed", exc_info=True)
-    if providers:
+    if not providers:
+        return
+
+    def stop_all() -> None:
+        for provider in providers:
+            try:
+                provider.shutdown()
+            except Exception:  # shutting down: report, never raise
+                log.warning("telemetry shutdown failed", exc_info=True)
+
+    worker = threading.Thread(target=stop_all, name="telemetry-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log.warning("telemetry export did not finish within %.0f s; giving up", timeout)
+    else:
         log.info("telemetry flushed and stopped")
 
 
