@@ -105,6 +105,8 @@ def test_ci_builds_without_pushing() -> None:
     assert "make check-deploy" in steps
     services = workflow["jobs"]["test"]["services"]
     assert {"postgres", "redis"} <= set(services)
+    # schemathesis against the app is part of the suite that job runs.
+    assert (ROOT / "tests" / "reliability" / "test_schemathesis.py").exists()
 
 
 def test_cd_deploys_tags_after_approval_by_digest() -> None:
