@@ -153,13 +153,12 @@ class Stack:
         )
 
     def evaluated_after(self, moment: float) -> None:
-        """Wait for an evaluation of the rules that started after `moment`."""
-        wait_for(
-            lambda: (
-                self.values("min(timestamp(job:slo_errors_per_request:ratio_rate5m))")[0] > moment
-            ),
-            "an evaluation of the recording rules after the traffic",
-        )
+        """Wait for an evaluation of every rule group that started after `moment`."""
+        for rule in rules_of("record"):
+            wait_for(
+                lambda name=rule["record"]: self.values(f"min(timestamp({name}))")[0] > moment,
+                f"an evaluation of {rule['record']} after the traffic",
+            )
 
     def values(self, expr: str) -> list[float]:
         data = self.query(expr)
