@@ -142,3 +142,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()
+        # PostgreSQL's pg_sleep, so REPORTS_SQL_DELAY_MS works on the embedded default too.
+        dbapi_connection.create_function("pg_sleep", 1, _sleep_seconds)
+
+
+def _sleep_seconds(seconds: float) -> None:
+    time.sleep(seconds)

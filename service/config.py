@@ -232,6 +232,12 @@ VARIABLES: tuple[Variable, ...] = (
         "seconds an Idempotency-Key of POST /orders is remembered",
     ),
     Variable(
+        "REPORTS_SQL_DELAY_MS",
+        "0",
+        _int(0, 60_000),
+        "experiments: each sales report first waits this long inside the database (pg_sleep)",
+    ),
+    Variable(
         "TELEMETRY_INSTRUMENTATION",
         "lean",
         _choice("lean", "contrib"),

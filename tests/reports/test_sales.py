@@ -86,3 +86,21 @@ def test_empty_range(client: FlaskClient) -> None:
     assert report["groups"] == []
     assert report["totals"]["orders"] == 0
     assert report["totals"]["revenue"] == "0.00"
+
+
+def test_sql_delay_knob_for_the_lab(backend: str, request: pytest.FixtureRequest) -> None:
+    """REPORTS_SQL_DELAY_MS makes the report wait in the database (pg_sleep, on SQLite too)."""
+    from tests.conftest import build_app
+
+    database = request.getfixturevalue("postgres_url" if backend == "postgres" else "sqlite_url")
+    app = build_app(database, REPORTS_SQL_DELAY_MS=5)
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    from service.extensions import db
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    response = app.test_client().get("/api/v1/reports/sales")
+    assert response.status_code == 200
+    assert any("pg_sleep" in statement for statement in statements)
