@@ -102,5 +102,7 @@ def test_sql_delay_knob_for_the_lab(backend: str, request: pytest.FixtureRequest
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     response = app.test_client().get("/api/v1/reports/sales")
+    with app.app_context():
+        db.engine.dispose()
     assert response.status_code == 200
     assert any("pg_sleep" in statement for statement in statements)
