@@ -293,7 +293,7 @@ class Shopper(FastHttpUser):
             if data["status"] == "paid":
                 self.my_orders.append(data["id"])
 
-    @task(1)
+    @task(2)
     def check_order_status(self) -> None:
         if not self.my_orders:
             return

@@ -61,7 +61,7 @@ SHAPES: dict[str, Shape] = {
         Shape(
             "smoke",
             "a few shoppers for 12 s, thinking briefly: does every journey work? (CI)",
-            (Stage(until=12, users=4, spawn_rate=4),),
+            (Stage(until=12, users=6, spawn_rate=6),),
             # Short think time so that even the rarer journeys (reports, orders) run in 12 s.
             think_time=(0.05, 0.25),
         ),

@@ -19,7 +19,8 @@ from profiling.servers import ROOT, clean_environment, gunicorn
 from service.auth import service as auth
 from service.seed import seed_orders, seed_products
 
-# Requests a 12 s smoke run is all but certain to make (hundreds of weighted tasks).
+# Requests a 12 s smoke run is all but certain to make (hundreds of weighted tasks;
+# the rarest asserted, an order check, is expected more than ten times).
 # Cancellations are rarer (a shopper cancels one of their own paid orders), so not listed.
 EXPECTED_NAMES = {
     "/api/v1/products",
