@@ -43,6 +43,8 @@ rng = random.Random()  # noqa: S311
 # from it with a strong bias to the first ones, so a few products get most views (a cache's
 # best case, and a shop's usual one).
 catalog: list[int] = []
+in_catalog: set[int] = set()
+CATALOG_LIMIT = 5000  # enough variety; bounded, so an hour-long soak does not grow it forever
 # Outcomes that are not failures but that a reader wants to see counted (printed at the end).
 outcomes: Counter[str] = Counter()
 
@@ -184,8 +186,10 @@ class Shopper(FastHttpUser):
                 response.failure(f"invalid body: {exc}")
                 return None
             response.success()
-            known = set(catalog)
-            catalog.extend(item["id"] for item in items if item["id"] not in known)
+            for item in items:
+                if len(catalog) < CATALOG_LIMIT and item["id"] not in in_catalog:
+                    in_catalog.add(item["id"])
+                    catalog.append(item["id"])
             cursor: str | None = response.json()["next_cursor"]
             return cursor
 
