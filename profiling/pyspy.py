@@ -159,16 +159,20 @@ def record_workers(
         outputs = {
             r.pid: (r.svg if file_format == "flamegraph" else r.speedscope) for r in recordings
         }
-        reports = _record_in_parallel(outputs, file_format, seconds, idle=idle, rate=rate)
+        reports = record_in_parallel(outputs, file_format, seconds, idle=idle, rate=rate)
         with (out_dir / "py-spy.log").open("a", encoding="utf-8") as log:
             log.writelines(f"{report}\n" for report in reports)
     return recordings
 
 
-def _record_in_parallel(
+def record_in_parallel(
     outputs: dict[int, Path], file_format: str, seconds: float, *, idle: bool, rate: int
 ) -> list[str]:
-    """Run one py-spy per process at once; return each one's closing line (samples, errors)."""
+    """Run one py-spy per process at once; return each one's closing line (samples, errors).
+
+    `outputs` maps each PID to its output file; `file_format` is py-spy's `--format`
+    (flamegraph, speedscope, raw, chrometrace).
+    """
     running: list[tuple[subprocess.Popen[str], Path]] = []
     for pid, output in outputs.items():
         command = _record_command(pid, output, file_format, seconds, idle=idle, rate=rate)
