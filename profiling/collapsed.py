@@ -1,0 +1,132 @@
+"""Read py-spy's `--format raw` output (collapsed stacks) and rank its frames.
+
+One line per distinct stack, root first, then the number of samples:
+
+    <module> (gunicorn/__main__.py:10);…;percentile (service/reports/service.py:66) 12
+
+py-spy names a frame `function (file:line)`, with the file shortened to its path below the
+`sys.path` entry it was imported from (`service/reports/service.py`, `sqlalchemy/orm/…`,
+`socket.py`). Frames are ranked by function (the line is dropped): self samples count the
+stacks a function is on top of, total samples the stacks it is anywhere in (once per stack,
+so recursion is not counted twice).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str
+    file: str
+    line: int | None = None
+
+    @property
+    def function(self) -> tuple[str, str]:
+        return self.name, self.file
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.file})" if self.file else self.name
+
+
+Stack = tuple[Frame, ...]
+
+
+def parse_frame(text: str) -> Frame:
+    """`name (file:line)` → Frame; anything else (py-spy's `process N:"…"` roots) keeps its text."""
+    match = _FRAME.match(text)
+    if match is None:
+        return Frame(text, "")
+    line = match.group("line")
+    return Frame(match.group("name"), match.group("file"), int(line) if line else None)
+
+
+def read_stacks(paths: Iterable[Path]) -> list[tuple[Stack, int]]:
+    """Every (stack, samples) of the given raw files, added up as one profile."""
+    stacks: list[tuple[Stack, int]] = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            stack_text, _, count = line.rstrip().rpartition(" ")
+            if not stack_text or not count.isdigit():
+                continue
+            stacks.append((tuple(parse_frame(part) for part in stack_text.split(";")), int(count)))
+    return stacks
+
+
+def is_background_thread(stack: Stack) -> bool:
+    """A thread started with `threading` (OpenTelemetry's exporters), not the worker's main one."""
+    return bool(stack) and stack[0].file == "threading.py" and stack[0].name.endswith("_bootstrap")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    name: str
+    file: str
+    samples: int
+    share: float  # of the profile's samples
+    hottest_line: int | None = None  # the line with most self samples (self rankings)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.file})" if self.file else self.name
+
+
+@dataclass
+class Profile:
+    samples: int = 0
+    self_samples: Counter[tuple[str, str]] = field(default_factory=Counter)
+    total_samples: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lines: Counter[tuple[str, str, int | None]] = field(default_factory=Counter)
+
+    def top_self(
+        self, limit: int, where: Callable[[str], bool] = lambda file: True
+    ) -> list[Ranked]:
+        ranked: list[Ranked] = []
+        for (name, file), count in self.self_samples.most_common():
+            if len(ranked) == limit:
+                break
+            if not where(file):
+                continue
+            lines = {ln: n for (fn, fl, ln), n in self.lines.items() if (fn, fl) == (name, file)}
+            hottest = max(lines, key=lambda ln: lines[ln]) if lines else None
+            ranked.append(Ranked(name, file, count, count / self.samples, hottest))
+        return ranked
+
+    def top_total(
+        self, limit: int, where: Callable[[str], bool] = lambda file: True
+    ) -> list[Ranked]:
+        ranked: list[Ranked] = []
+        for (name, file), count in self.total_samples.most_common():
+            if len(ranked) == limit:
+                break
+            if where(file):
+                ranked.append(Ranked(name, file, count, count / self.samples))
+        return ranked
+
+    def share_in(self, name: str) -> float:
+        """Share of samples whose stack passes through a function of that name."""
+        count = sum(n for (fn, _), n in self.total_samples.items() if fn == name)
+        return count / self.samples if self.samples else 0.0
+
+
+def profile(
+    stacks: Sequence[tuple[Stack, int]], keep: Callable[[Stack], bool] = lambda s: True
+) -> Profile:
+    """Self and total samples per function over the stacks that `keep` accepts."""
+    result = Profile()
+    for stack, count in stacks:
+        if not stack or not keep(stack):
+            continue
+        result.samples += count
+        top = stack[-1]
+        result.self_samples[top.function] += count
+        result.lines[(top.name, top.file, top.line)] += count
+        for function in {frame.function for frame in stack}:
+            result.total_samples[function] += count
+    return result
