@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import http
-from typing import Any
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 import flask_smorest
 import marshmallow as ma
-from flask import request
+from flask import Flask, request
 from flask_smorest.utils import prepare_response
 from webargs import core
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, abort
 from werkzeug.exceptions import UnsupportedMediaType
 
 from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
@@ -26,6 +29,21 @@ class StrictParser(FlaskParser):
         "querystring": ma.RAISE,
     }
 
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            data = super()._raw_load_json(req)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise  # webargs answers these with its own 400
+        except RecursionError:
+            _refuse_json("The JSON body is nested too deeply.")
+        except ValueError:  # e.g. an integer of more than 4300 digits
+            _refuse_json("The JSON body contains a number too large to read.")
+        if _has_unpaired_surrogate(data):
+            # JSON may escape half of a UTF-16 pair ("\ud800"): that is not text, and no
+            # database can store it.
+            _refuse_json("The JSON body contains an unpaired UTF-16 surrogate escape.")
+        return data
+
     def load_json(self, req: Any, schema: ma.Schema) -> Any:
         # Every operation that reads a JSON body needs one (PATCH with nothing to change
         # sends `{}`): an absent body is refused rather than read as an empty object.
@@ -33,6 +51,27 @@ class StrictParser(FlaskParser):
         if data is core.missing:
             raise ma.ValidationError("A JSON request body is required.")
         return data
+
+
+def _refuse_json(message: str) -> NoReturn:
+    abort(400, messages={"json": [message]})
+
+
+def _has_unpaired_surrogate(data: Any) -> bool:
+    pending = [data]
+    while pending:  # iterative: the body may be nested as deep as the JSON parser allows
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -46,6 +85,10 @@ class Api(flask_smorest.Api):
         super().__init__(*args, **kwargs)
         # Money documents itself (string or number, service/fields.py): no type of its own.
         self.register_field(Money, None, None)
+
+    def init_app(self, app: Flask, **kwargs: Any) -> None:
+        super().init_app(app, **kwargs)
+        app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
 
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)
@@ -68,3 +111,33 @@ def require_json_body() -> None:
     has_body = (request.content_length or 0) > 0
     if request.method in ("POST", "PUT", "PATCH") and has_body and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+
+
+class BoundedChunkedBody:
+    """WSGI middleware: a chunked request body gets a Content-Length, or a 413.
+
+    Werkzeug stops reading a chunked body (no Content-Length) at MAX_CONTENT_LENGTH and
+    hands over the truncated bytes: a body over the limit would be a confusing 400, or
+    worse, a valid document cut short. Reading one byte past the limit here tells the two
+    apart; the Content-Length set from it lets Flask refuse with its usual 413.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], app: Flask) -> None:
+        self.wsgi_app = wsgi_app
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not environ.get("CONTENT_LENGTH"):
+            limit = int(self.app.config["MAX_CONTENT_LENGTH"])
+            body = bytearray()
+            while len(body) <= limit:  # a read may stop at the end of one chunk
+                data = environ["wsgi.input"].read(limit + 1 - len(body))
+                if not data:
+                    break
+                body += data
+            # The body is now plain bytes of a known length: say so, as a proxy would.
+            environ["wsgi.input"] = io.BytesIO(bytes(body))
+            environ["CONTENT_LENGTH"] = str(len(body))
+            del environ["HTTP_TRANSFER_ENCODING"]
+        return self.wsgi_app(environ, start_response)

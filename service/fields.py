@@ -69,10 +69,11 @@ class Money(ma.fields.Decimal):
         if isinstance(value, str) and not re.fullmatch(self.pattern, value):
             raise self.make_error("format")
         amount = super()._deserialize(value, attr, data, **kwargs)
-        if amount != amount.quantize(CENT):
-            raise self.make_error("format")
+        # Range first: quantizing a number of 40 digits to cents is itself an error.
         if not Decimal(0) <= amount <= self.maximum:
             raise self.make_error("range", maximum=self.maximum)
+        if amount != amount.quantize(CENT):
+            raise self.make_error("format")
         return amount
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:

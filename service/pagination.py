@@ -22,6 +22,7 @@ import marshmallow as ma
 from flask import current_app, request
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.types import TypeDecorator
 
 from service.errors import InvalidCursor
 
@@ -135,6 +136,31 @@ def decode_cursor(token: str, scope: str, size: int) -> list[Any]:
     return key
 
 
+def _fits(value: Any, column: InstrumentedAttribute[Any]) -> bool:
+    """Whether a cursor value can be compared with `column` without a database error.
+
+    Only this service signs cursors, so a mismatch means a bug or a leaked SECRET_KEY;
+    either way the answer is a 400, never a 500 from the database.
+    """
+    column_type = column.type
+    if isinstance(column_type, TypeDecorator):  # Money, UTCDateTime: judge by what they wrap
+        column_type = column_type.impl_instance
+    try:
+        expected = column_type.python_type
+    except NotImplementedError:  # a type that does not say: let the database judge
+        return True
+    if expected is Decimal:
+        # Sort keys of type Decimal are prices: NUMERIC(12, 2).
+        return isinstance(value, Decimal) and value.is_finite() and abs(value) < 10**10
+    if expected is datetime:
+        return isinstance(value, datetime) and value.tzinfo is not None
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+    if expected is str:
+        return isinstance(value, str) and len(value) <= 1000 and "\x00" not in value
+    return isinstance(value, expected)
+
+
 def keyset_page(
     statement: Select[Any],
     *,
@@ -149,6 +175,8 @@ def keyset_page(
     columns = (sort.column, sort.id_column)
     if cursor is not None:
         after = decode_cursor(cursor, scope, 2)
+        if not all(_fits(value, column) for value, column in zip(after, columns, strict=True)):
+            raise InvalidCursor("The cursor is malformed.")
         position = tuple_(*columns)
         # A plain tuple on the right binds each value with its column's type (Money, UTCDateTime).
         bound = tuple(after)

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
 
 from service.fields import MAX_SUM, Money, StrictSchema
+from service.reports.service import default_start
 
 GROUPINGS = ("day", "product", "category")
 MAX_RANGE_DAYS = 3660
@@ -26,12 +27,13 @@ class SalesReportArgsSchema(StrictSchema):
 
     @ma.validates_schema
     def _range(self, data: dict[str, Any], **kwargs: Any) -> None:
-        start, end = data.get("start"), data.get("end")
-        if start and end:
-            if start > end:
-                raise ma.ValidationError("`from` must not be after `to`.", "from")
-            if end - start > timedelta(days=MAX_RANGE_DAYS):
-                raise ma.ValidationError(f"The range is limited to {MAX_RANGE_DAYS} days.", "from")
+        # The defaults count too: `from` alone must not open a range of centuries.
+        end = data.get("end") or datetime.now(UTC).date()
+        start = data.get("start") or default_start(end)
+        if start > end:
+            raise ma.ValidationError("`from` must not be after `to`.", "from")
+        if end - start > timedelta(days=MAX_RANGE_DAYS):
+            raise ma.ValidationError(f"The range is limited to {MAX_RANGE_DAYS} days.", "from")
 
 
 class SalesFiguresSchema(ma.Schema):

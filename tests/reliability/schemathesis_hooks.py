@@ -87,15 +87,22 @@ def _ordered(query: dict[str, Any], low_name: str, high_name: str, parse: Any) -
 def _fix_query(query: dict[str, Any]) -> None:
     query.pop("cursor", None)
     _ordered(query, "min_price", "max_price", float)
-    _ordered(query, "from", "to", lambda value: date.fromisoformat(str(value)))
-    start, end = query.get("from"), query.get("to")
-    if start is not None and end is not None:
-        try:
-            first, last = date.fromisoformat(str(start)), date.fromisoformat(str(end))
-        except ValueError:
-            return
-        if (last - first).days > MAX_RANGE_DAYS:
-            query["from"] = (last - timedelta(days=MAX_RANGE_DAYS)).isoformat()
+    if "from" not in query and "to" not in query:
+        return
+    try:
+        # The same defaults as the server: `to` is today, `from` 30 days before `to`.
+        end = date.fromisoformat(str(query["to"])) if "to" in query else date.today()
+        start = (
+            date.fromisoformat(str(query["from"]))
+            if "from" in query
+            else max(date.min + timedelta(days=30), end) - timedelta(days=30)
+        )
+    except (TypeError, ValueError):
+        return
+    start, end = min(start, end), max(start, end)
+    if (end - start).days > MAX_RANGE_DAYS:
+        start = end - timedelta(days=MAX_RANGE_DAYS)
+    query["from"], query["to"] = start.isoformat(), end.isoformat()
 
 
 def _fix_headers(headers: MutableMapping[str, Any]) -> None:
