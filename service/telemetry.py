@@ -265,24 +265,24 @@ class _Request:
 
 def _observe_requests(app: Flask, *, spans: bool) -> None:
     def before() -> None:
-        path = request.path
-        rule = request.url_rule
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        rule = req.url_rule
         state = _Request(
             started=time.perf_counter(),
-            method=request.method,
+            method=req.method,
             route=route_template(rule.rule) if rule is not None else "",
-            observed=not path.startswith(UNOBSERVED_PREFIXES),
+            observed=not req.path.startswith(UNOBSERVED_PREFIXES),
         )
         g.observed_request = state
         if not state.observed:
             return
         metrics.active_requests(state.method, 1)
         if spans:
-            parent = propagate.extract(request.headers)
+            parent = propagate.extract(req.headers) if _has_trace_headers(req.environ) else None
             name = f"{state.method} {state.route}" if state.route else state.method
             span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
             if span.is_recording():
-                span.set_attributes(_server_attributes(state))
+                span.set_attributes(_server_attributes(req, state))
             state.span = span
             state.token = context.attach(trace.set_span_in_context(span, parent))
 
@@ -332,19 +332,35 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
     app.teardown_request(teardown)
 
 
-def _server_attributes(state: _Request) -> dict[str, Any]:
+_propagator_keys: tuple[str, ...] | None = None
+
+
+def _has_trace_headers(environ: dict[str, Any]) -> bool:
+    """Does the request carry any header the configured propagators read (OTEL_PROPAGATORS)?
+
+    Most requests carry no context: they skip the propagators' header parsing.
+    """
+    global _propagator_keys  # computed once per process
+    if _propagator_keys is None:
+        fields = propagate.get_global_textmap().fields
+        _propagator_keys = tuple("HTTP_" + f.upper().replace("-", "_") for f in fields)
+    return any(key in environ for key in _propagator_keys)
+
+
+def _server_attributes(req: Any, state: _Request) -> dict[str, Any]:
+    environ = req.environ
     attributes: dict[str, Any] = {
         "http.request.method": state.method,
-        "url.path": request.path,
-        "url.scheme": request.scheme,
-        "server.address": request.host.split(":")[0],
-        "network.protocol.version": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
-        "client.address": request.remote_addr or "",
-        "user_agent.original": request.user_agent.string,
+        "url.path": req.path,
+        "url.scheme": req.scheme,
+        "server.address": req.host.split(":")[0],
+        "network.protocol.version": environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
+        "client.address": req.remote_addr or "",
+        "user_agent.original": req.user_agent.string,
     }
     if state.route:
         attributes["http.route"] = state.route
-    port = request.environ.get("SERVER_PORT")
+    port = environ.get("SERVER_PORT")
     if port and port.isdigit():
         attributes["server.port"] = int(port)
     return attributes

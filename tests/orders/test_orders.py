@@ -59,9 +59,14 @@ def test_product_read_shows_new_stock_after_an_order(
     client: FlaskClient, make: Factories, auth_headers: dict
 ) -> None:
     product = make.product(stock=5)
-    assert client.get(f"/api/v1/products/{product.id}").json["stock"] == 5  # now cached
+    before = client.get(f"/api/v1/products/{product.id}")  # now cached
+    assert before.json["stock"] == 5
     place(client, auth_headers, (product.id, 2))
-    assert client.get(f"/api/v1/products/{product.id}").json["stock"] == 3
+    after = client.get(
+        f"/api/v1/products/{product.id}", headers={"If-None-Match": before.headers["ETag"]}
+    )
+    assert after.status_code == 200  # the stock change moved the ETag too
+    assert after.json["stock"] == 3
 
 
 def test_more_than_stock_is_409_naming_the_product_and_changes_nothing(
