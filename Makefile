@@ -86,6 +86,16 @@ bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants (BENCH_SECOND
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m profiling.bench
 
+# --- The profiling lab (docs/measurement.md, "The lab") ---
+# LAB_DATABASE_URL: the database to seed once and reuse; empty means the SQLite file var/lab.db.
+# It starts its own API, payments service and OTLP receiver; py-spy needs root or CAP_SYS_PTRACE.
+LAB_DATABASE_URL ?=
+.PHONY: lab
+
+lab: venv  ## The lab: CPU-bound vs IO-bound, py-spy beside traces (LAB_DATABASE_URL, LAB_SECONDS); report in profiling/results/lab-report.md
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	LAB_DATABASE_URL=$(LAB_DATABASE_URL) $(BIN)/python -m profiling.lab
+
 # --- Deployment (docs/deploy.md): Dockerfile, k8s/, .github/workflows/, compose.yaml ---
 # The same checks run in `make test` (tests/deploy); the PgBouncer and migration-lock tests
 # there need PostgreSQL (TEST_DATABASE_URL) and run with the rest of the suite.

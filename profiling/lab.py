@@ -151,7 +151,9 @@ def _parse(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load first")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
-    parser.add_argument("--connections", type=int, default=4, help="wrk connections")
+    parser.add_argument(
+        "--connections", type=int, default=2, help="wrk connections (2: one per worker, no queue)"
+    )
     parser.add_argument("--payments-latency-ms", type=int, default=150)
     parser.add_argument("--sql-delay-ms", type=int, default=200)
     parser.add_argument(
@@ -864,6 +866,9 @@ def run(settings: Settings) -> tuple[list[Result], Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = _parse(argv)
+    # Progress lines as they happen, also when the output goes to a file or a pipe.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         _results, report = run(settings)
     except pyspy.ProfilingError as exc:
