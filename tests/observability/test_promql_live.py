@@ -145,9 +145,11 @@ class Stack:
     def scraped_after(self, moment: float) -> None:
         """Wait for a scrape of every target that started after `moment` (a Unix time)."""
         wait_for(
-            lambda: (
-                self.values(f'min(timestamp(up{{deployment_environment="{ENVIRONMENT}"}}))')[0]
-                > moment
+            lambda: any(
+                v > moment
+                for v in self.values(
+                    f'min(timestamp(up{{deployment_environment="{ENVIRONMENT}"}}))'
+                )
             ),
             "a scrape after the traffic",
         )
@@ -156,7 +158,9 @@ class Stack:
         """Wait for an evaluation of every rule group that started after `moment`."""
         for rule in rules_of("record"):
             wait_for(
-                lambda name=rule["record"]: self.values(f"min(timestamp({name}))")[0] > moment,
+                lambda name=rule["record"]: any(
+                    v > moment for v in self.values(f"min(timestamp({name}))")
+                ),
                 f"an evaluation of {rule['record']} after the traffic",
             )
 
