@@ -1,0 +1,104 @@
+"""Graceful shutdown: SIGTERM to gunicorn while requests are in flight.
+
+The slow requests are sales reports with REPORTS_SQL_DELAY_MS (the profiling knob that
+adds a database sleep to the report query), so they are still running when the signal
+arrives. Whether a worker holds a connection is read from /proc (the socket is among the
+worker's open files), not guessed with a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.reliability.conftest import StartServer
+from tests.reliability.servers import GunicornServer, wait_until
+
+SLOW_MS = 3000
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed while we looked
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _established(server: GunicornServer) -> list[str]:
+    """Socket inodes of established connections to the server (0 while still queued)."""
+    inodes = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "01":
+            inodes.append(fields[9])
+    return inodes
+
+
+def connections_held_by_workers(server: GunicornServer) -> int:
+    """Established connections to the server that a worker has accepted."""
+    held = set()
+    for pid in server.worker_pids():
+        held |= _socket_inodes(pid)
+    return sum(1 for inode in _established(server) if inode in held)
+
+
+def connections_queued(server: GunicornServer) -> int:
+    """Connections the kernel accepted that no worker has taken yet (no inode yet)."""
+    return sum(1 for inode in _established(server) if inode == "0")
+
+
+def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
+    gunicorn_server: StartServer, server_database: str
+) -> None:
+    server = gunicorn_server(DATABASE_URL=server_database, REPORTS_SQL_DELAY_MS=str(SLOW_MS))
+    results: dict[str, Any] = {}
+
+    def get(name: str, path: str) -> None:
+        try:
+            response = requests.get(server.url(path), timeout=60)
+            results[name] = response.status_code
+        except requests.RequestException as error:  # recorded; the test fails on it
+            results[name] = error
+
+    def start(name: str, path: str) -> threading.Thread:
+        thread = threading.Thread(target=get, args=(name, path))
+        thread.start()
+        return thread
+
+    threads = [start(f"report {n}", "/api/v1/reports/sales") for n in range(2)]
+    # Both workers are inside a slow report...
+    wait_until(lambda: connections_held_by_workers(server) == 2, timeout=30, what="2 reports")
+    # ...and three more requests wait in the listening socket's queue.
+    threads += [start(f"queued {n}", "/api/v1/categories") for n in range(3)]
+    wait_until(lambda: connections_queued(server) == 3, timeout=30, what="3 queued requests")
+
+    server.signal(signal.SIGTERM)
+    # New connections while the workers finish are taken too, not refused.
+    threads += [start(f"after SIGTERM {n}", "/api/v1/categories") for n in range(3)]
+
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == dict.fromkeys(results, 200)
+    assert len(results) == 8
+    assert server.wait(timeout=60) == 0
+
+    messages = [record.get("message", "") for record in server.log_records()]
+    assert any("Handling signal: term" in message for message in messages)
+    assert not any("WORKER TIMEOUT" in message for message in messages)
+    # Once the server has stopped nothing listens: a new connection is refused.
+    try:
+        requests.get(server.url("/health/live"), timeout=5)
+    except requests.ConnectionError:
+        pass
+    else:
+        raise AssertionError("the server still answered after it stopped")
