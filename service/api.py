@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import flask_smorest
 import marshmallow as ma
 from flask import Flask, request
+from flask_cors import CORS
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
@@ -89,6 +90,7 @@ class Api(flask_smorest.Api):
     def init_app(self, app: Flask, **kwargs: Any) -> None:
         super().init_app(app, **kwargs)
         app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
+        init_cors(app)
 
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)
@@ -111,6 +113,33 @@ def require_json_body() -> None:
     has_body = (request.content_length or 0) > 0
     if request.method in ("POST", "PUT", "PATCH") and has_body and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+
+
+def init_cors(app: Flask) -> None:
+    """CORS for /api/ from the origins in CORS_ORIGINS; none configured, no CORS headers.
+
+    API keys travel in the Authorization header, never in cookies: no credentials mode.
+    """
+    origins = list(app.config["CORS_ORIGINS"])
+    if not origins:
+        return
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": origins}},
+        methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+        expose_headers=[
+            "ETag",
+            "Link",
+            "Location",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
+        supports_credentials=False,
+        max_age=600,
+    )
 
 
 class BoundedChunkedBody:

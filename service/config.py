@@ -98,6 +98,18 @@ def _http_url(value: Any) -> str:
     return text
 
 
+def _origins(value: Any) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in str(value).split(",") if part.strip())
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest:
+            raise ValueError(
+                f"{origin!r} is not an origin: expected e.g. https://shop.example.com "
+                "(scheme, host and optional port; no path, no wildcard)"
+            )
+    return origins
+
+
 def database_url(value: Any) -> URL:
     """Parse DATABASE_URL; PostgreSQL URLs use the psycopg 3 driver."""
     text = str(value).strip()
@@ -193,6 +205,12 @@ VARIABLES: tuple[Variable, ...] = (
         "1048576",
         _int(1024, 64 * 1024 * 1024),
         "largest request body in bytes; larger bodies get 413",
+    ),
+    Variable(
+        "CORS_ORIGINS",
+        "",
+        _origins,
+        "browser origins allowed to call /api/ (comma-separated); empty: no CORS headers",
     ),
     Variable("LOG_LEVEL", "INFO", _log_level, "level of the JSON logs on stdout"),
     Variable(
