@@ -21,6 +21,7 @@ What is built here and why (figures in docs/measurement.md, `make bench`):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -153,7 +154,7 @@ def configure_process(service_name: str, service_version: str, environment: str)
         _export_logs(resource)
     _state.tracing = True
     _state.exporting = exporting
-    atexit.register(shutdown)
+    atexit.register(shutdown, report=False)
 
 
 def _export_logs(resource: Any) -> None:
@@ -171,7 +172,7 @@ def _export_logs(resource: Any) -> None:
     _state.providers.append(provider)
 
 
-def shutdown(timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
+def shutdown(timeout: float = SHUTDOWN_TIMEOUT_SECONDS, *, report: bool = True) -> None:
     """Flush and stop exporters (gunicorn's worker_exit calls this on graceful shutdown).
 
     Bounded: a collector that hangs must not hold the worker past gunicorn's graceful
@@ -191,6 +192,8 @@ def shutdown(timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
     worker = threading.Thread(target=stop_all, name="telemetry-shutdown", daemon=True)
     worker.start()
     worker.join(timeout)
+    if not report:  # at interpreter exit the log streams may be closed already
+        return
     if worker.is_alive():
         log.warning("telemetry export did not finish within %.0f s; giving up", timeout)
     else:
@@ -228,9 +231,49 @@ def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
+    provider = ParentGatedTracerProvider(trace.get_tracer_provider())
     for instrumentor in (RedisInstrumentor(), RequestsInstrumentor()):
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument()
+            instrumentor.instrument(tracer_provider=provider)
+
+
+class _ParentGatedTracer(trace.Tracer):
+    """Creates client spans only under a recording parent; otherwise costs one check.
+
+    Given to the contrib Redis and requests instrumentors: most requests are not sampled,
+    and their per-call span set-up was a measurable share of a cached read. Context
+    still propagates: `requests` injects the (unsampled) current span's traceparent.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        if not _parent_recording(kwargs.get("context")):
+            return trace.INVALID_SPAN
+        return self._tracer.start_span(name, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]  # same call, any context manager
+        self, name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        if not _parent_recording(kwargs.get("context")):
+            yield trace.INVALID_SPAN
+            return
+        with self._tracer.start_as_current_span(name, *args, **kwargs) as span:
+            yield span
+
+
+def _parent_recording(parent: Any) -> bool:
+    return bool(trace.get_current_span(parent).is_recording())
+
+
+class ParentGatedTracerProvider(trace.TracerProvider):
+    def __init__(self, provider: trace.TracerProvider) -> None:
+        self._provider = provider
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _ParentGatedTracer(self._provider.get_tracer(*args, **kwargs))
 
 
 def _metrics_view() -> Response:
