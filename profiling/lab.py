@@ -540,9 +540,7 @@ class Result:
     traces: int
 
 
-def record(
-    workers: list[int], out: Path, label: str, settings: Settings
-) -> tuple[Recording, list[str]]:
+def record(workers: list[int], out: Path, label: str, settings: Settings) -> Recording:
     """Raw collapsed stacks of every worker, then an SVG flame graph (two consecutive windows:
     one py-spy per process at a time, see profiling/pyspy.py)."""
     idle = label == "idle"
@@ -555,7 +553,7 @@ def record(
     stacks = collapsed.read_stacks(raws.values())
     main = collapsed.profile(stacks, lambda stack: not collapsed.is_background_thread(stack))
     background = collapsed.profile(stacks, collapsed.is_background_thread)
-    recording = Recording(
+    return Recording(
         label=label,
         svgs=list(svgs.values()),
         raws=list(raws.values()),
@@ -565,7 +563,6 @@ def record(
         background_samples=background.samples,
         py_spy=reports,
     )
-    return recording, reports
 
 
 def run_experiment(
@@ -603,7 +600,7 @@ def run_experiment(
             time.sleep(settings.warmup)  # let the load reach its level before sampling
             for label in labels:
                 print(f"lab: {experiment.name}: py-spy {label} on workers {workers}")
-                recordings[label], _ = record(workers, out, label, settings)
+                recordings[label] = record(workers, out, label, settings)
         finally:
             stats = stop_wrk(load, wrk_log)
         load_seconds = time.monotonic() - started
