@@ -110,8 +110,10 @@ def delete_category(*, category_id: int) -> None:
         raise NotFound(f"Category {category_id} does not exist.")
     if db.session.scalar(select(exists().where(Product.category_id == category_id))):
         raise Conflict(f"Category {category_id} still has products; move or delete them first.")
-    db.session.execute(delete(Category).where(Category.id == category_id))
-    _commit_or_conflict(f"Category {category_id} still has products.")
+    _delete_or_conflict(
+        delete(Category).where(Category.id == category_id),
+        f"Category {category_id} still has products.",
+    )
     _forget(categories=[category_id])
 
 
@@ -217,8 +219,10 @@ def update_product(*, product_id: int, **changes: Any) -> ProductData:
 def delete_product(*, product_id: int) -> None:
     if db.session.get(Product, product_id) is None:
         raise NotFound(f"Product {product_id} does not exist.")
-    db.session.execute(delete(Product).where(Product.id == product_id))
-    _commit_or_conflict(f"Product {product_id} appears on orders and cannot be deleted.")
+    _delete_or_conflict(
+        delete(Product).where(Product.id == product_id),
+        f"Product {product_id} appears on orders and cannot be deleted.",
+    )
     _forget(products=[product_id])
 
 
@@ -237,6 +241,16 @@ def _forget(*, products: Iterable[int] = (), categories: Iterable[int] = ()) -> 
 def _require_category(category_id: int) -> None:
     if db.session.get(Category, category_id) is None:
         raise ValidationFailed({"category_id": [f"Category {category_id} does not exist."]})
+
+
+def _delete_or_conflict(statement: Any, message: str) -> None:
+    """The foreign key refuses the DELETE itself (not the commit): map that to a 409."""
+    try:
+        db.session.execute(statement)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(message) from None
 
 
 def _commit_or_conflict(message: str) -> None:

@@ -27,6 +27,7 @@ from service.errors import (
     ValidationFailed,
 )
 from service.extensions import db
+from service.fields import MAX_AMOUNT
 from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
 from service.orders.payments import current_gateway
@@ -172,6 +173,11 @@ def _reserve(
                 _refuse_line(product_id, quantity)
             lines.append(OrderItem(product_id=product_id, quantity=quantity, unit_price=unit_price))
         total = sum((line.unit_price * line.quantity for line in lines), Decimal(0)).quantize(CENT)
+        if total > MAX_AMOUNT:  # NUMERIC(12, 2); prices from before the cap could get here
+            raise ValidationFailed(
+                {"items": [f"The order total {total} exceeds {MAX_AMOUNT}."]},
+                detail="The order total is larger than an order can hold.",
+            )
         order = Order(
             customer_email=customer_email, status=OrderStatus.PENDING, total=total, items=lines
         )

@@ -276,6 +276,9 @@ def test_product_on_an_order_cannot_be_deleted(
     make.order(items=[(product, 1)])
     response = client.delete(f"/api/v1/products/{product.id}", headers=auth_headers)
     assert response.status_code == 409
+    assert (
+        response.json["detail"] == f"Product {product.id} appears on orders and cannot be deleted."
+    )
     assert client.get(f"/api/v1/products/{product.id}").status_code == 200
 
 

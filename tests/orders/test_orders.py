@@ -195,3 +195,14 @@ def test_get_order_404(client: FlaskClient) -> None:
     response = client.get("/api/v1/orders/4242")
     assert response.status_code == 404
     assert response.json["status"] == 404
+
+
+def test_total_beyond_what_an_order_holds_is_422_and_changes_nothing(
+    client: FlaskClient, make: Factories, auth_headers: dict, app: Flask
+) -> None:
+    # A price from before the API capped prices: 2 x 100 units overflow NUMERIC(12, 2).
+    big = make.product(price=Decimal("99999999.99"), stock=500)
+    other = make.product(price=Decimal("99999999.99"), stock=500)
+    response = place(client, auth_headers, (big.id, 100), (other.id, 100))
+    assert response.status_code == 422
+    assert stock_of(app, big.id) == 500
