@@ -85,7 +85,11 @@ def _otlp_endpoint_set() -> bool:
 
 
 def _exporter_enabled(signal: str) -> bool:
-    return os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() != "none"
+    # Logs are opt-in (OTEL_LOGS_EXPORTER=otlp): every request writes an access line, and
+    # the JSON lines on stdout, trace ids included, are already the log path; pushing each
+    # one over OTLP as well was the largest single cost of the default configuration.
+    default = "none" if signal == "LOGS" else "otlp"
+    return os.environ.get(f"OTEL_{signal}_EXPORTER", default).strip().lower() == "otlp"
 
 
 def configure_process(service_name: str, service_version: str, environment: str) -> None:

@@ -69,6 +69,7 @@ def telemetry_env(receiver: Receiver, service: str, **extra: str) -> dict[str, s
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_LOGS_EXPORTER": "otlp",
     }
     return server_env(**{**settings, **extra})
 
