@@ -108,6 +108,8 @@ class Metrics:
         self._worker = str(os.getpid())
         self._runtime_seen: dict[str, float] = {}
         self._runtime_next = 0.0
+        self._active: dict[str, int] = {}
+        self._cache: dict[tuple[str, str], int] = {}
 
     # set-up
 
@@ -152,8 +154,11 @@ class Metrics:
                 description="Duration of HTTP server requests.",
                 explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
             ),
-            "active": meter.create_up_down_counter(
-                "http.server.active_requests", unit="{request}", description="Requests in flight."
+            "active": meter.create_observable_up_down_counter(
+                "http.server.active_requests",
+                callbacks=[self._observe_active],
+                unit="{request}",
+                description="Requests in flight.",
             ),
             "db_operation": meter.create_histogram(
                 "db.client.operation.duration",
@@ -172,8 +177,11 @@ class Metrics:
                 unit="{connection}",
                 description="Pooled connections by state.",
             ),
-            "cache": meter.create_counter(
-                "glassbox.cache.requests", unit="{request}", description="Cache lookups."
+            "cache": meter.create_observable_counter(
+                "glassbox.cache.requests",
+                callbacks=[self._observe_cache],
+                unit="{request}",
+                description="Cache lookups.",
             ),
             "ratelimit": meter.create_counter(
                 "glassbox.ratelimit.rejections",
@@ -231,11 +239,22 @@ class Metrics:
                 },
             )
 
+    # Per-request counts that need no exemplar are kept in plain dicts and read by
+    # observable OpenTelemetry instruments at export time: a dict update costs a fraction
+    # of a synchronous instrument's add() on every request.
+
     def active_requests(self, method: str, delta: int) -> None:
         if self._prom is not None:
             self._prom.active.labels(method).inc(delta)
-        if self._otel:
-            self._otel["active"].add(delta, {"http.request.method": method})
+        self._active[method] = self._active.get(method, 0) + delta
+
+    def _observe_active(self, _: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [
+            Observation(value, {"http.request.method": method})
+            for method, value in list(self._active.items())
+        ]
 
     def db_operation(self, system: str, operation: str, error_type: str, seconds: float) -> None:
         if self._prom is not None:
@@ -264,8 +283,16 @@ class Metrics:
     def cache_lookup(self, cache_name: str, result: str) -> None:
         if self._prom is not None:
             self._prom.cache.labels(cache_name, result).inc()
-        if self._otel:
-            self._otel["cache"].add(1, {"cache.name": cache_name, "result": result})
+        key = (cache_name, result)
+        self._cache[key] = self._cache.get(key, 0) + 1
+
+    def _observe_cache(self, _: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [
+            Observation(count, {"cache.name": name, "result": result})
+            for (name, result), count in list(self._cache.items())
+        ]
 
     def rate_limited(self, route: str) -> None:
         if self._prom is not None:
