@@ -68,7 +68,8 @@ def _children(pid: int) -> set[int]:
 class GunicornServer:
     """`gunicorn -c python:service.gunicorn_conf` as users run it, stdout captured to a file."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, app: str | None = None) -> None:
+        self.app = app  # another WSGI app than the API, e.g. the payments service
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -78,7 +79,12 @@ class GunicornServer:
     def start(self, *, timeout: float = 60) -> GunicornServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "-c", "python:service.gunicorn_conf"],
+                [
+                    str(VENV_BIN / "gunicorn"),
+                    "-c",
+                    "python:service.gunicorn_conf",
+                    *([self.app] if self.app else []),
+                ],
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log,
@@ -130,15 +136,18 @@ class GunicornServer:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` s; the exit status (None if never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
 
 
 def server_env(**overrides: str) -> dict[str, str]:
