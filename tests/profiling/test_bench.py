@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -54,17 +52,6 @@ def test_otlp_sink_accepts_and_counts_exports() -> None:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             assert response.status == 200
     assert counts == {"/v1/traces": 1}
-
-
-@pytest.fixture(scope="module")
-def wrk() -> str:
-    """wrk from Debian, installed when missing (CI runs as root)."""
-    if shutil.which("wrk") is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300)
-    found = shutil.which("wrk")
-    assert found is not None
-    return found
 
 
 def test_a_short_bench_alternates_variants_and_writes_json_and_png(

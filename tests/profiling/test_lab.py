@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from profiling import collapsed, lab
 from profiling.otlp import Span, self_times
@@ -93,17 +89,6 @@ def test_collapsed_stacks_rank_functions_by_self_and_total(tmp_path: Path) -> No
         "handle"
     ]
     assert collapsed.profile(stacks, collapsed.is_background_thread).samples == 50
-
-
-@pytest.fixture(scope="module")
-def wrk() -> str:
-    """wrk from Debian, installed when missing (CI runs as root)."""
-    if shutil.which("wrk") is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300)
-    found = shutil.which("wrk")
-    assert found is not None
-    return found
 
 
 def test_a_short_lab_shows_what_each_tool_sees(wrk: str, tmp_path: Path) -> None:
