@@ -17,6 +17,7 @@ from service import logging as app_logging
 from service import telemetry
 from service.api import require_json_body
 from service.config import load_config
+from service.errors import security_headers
 from service.extensions import api, cache, db, make_limiter, migrate
 
 __version__ = "0.1.0"
@@ -121,15 +122,13 @@ def _finalize_headers(response: Response) -> Response:
     reset = headers.get("RateLimit-Reset")
     if reset is not None and reset.isdigit() and int(reset) > 1_000_000_000:
         headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    for name, value in security_headers().items():
+        headers.setdefault(name, value)
     if request.path.startswith("/docs"):
         headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
         )
-    else:
-        headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
     return response
 
 

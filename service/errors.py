@@ -18,6 +18,15 @@ PROBLEM_TYPE_BASE = "urn:glassbox:problem:"
 log = logging.getLogger("service.errors")
 
 
+def security_headers() -> dict[str, str]:
+    """Headers every response carries: the app's, and the HTTP server's own refusals."""
+    return {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    }
+
+
 class AppError(Exception):
     """Base of every error the service layer raises on purpose."""
 
