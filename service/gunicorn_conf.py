@@ -29,6 +29,13 @@ errorlog = "-"
 # by every gunicorn of the user and unwritable with a read-only root filesystem.
 control_socket_disable = True
 wsgi_app = "service:create_app()"
+# What one request may make a worker read and hold before the app runs (gunicorn's defaults,
+# stated so that the README's values are these). Over them, the worker answers without the
+# app: a longer request line is a 414, more header fields or a longer one a 431, as
+# problem+json (service/gunicorn_worker.py).
+limit_request_line = 4094  # bytes: method, path, query and version
+limit_request_fields = 100
+limit_request_field_size = 8190  # bytes of one header line, name and CRLF included
 
 
 # gunicorn's own messages (worker boot, signals) as JSON lines like the app's.
@@ -78,6 +85,8 @@ def worker_exit(server: Any, worker: Any) -> None:
 
     telemetry.shutdown()
 
-# The sync worker, but on SIGTERM it also serves the connections already queued on the
-# listening socket instead of leaving them to be reset (service/gunicorn_worker.py).
+
+# The sync worker, but it answers the requests its HTTP parser refuses as problem+json, and
+# on SIGTERM it also serves the connections already queued on the listening socket instead
+# of leaving them to be reset (service/gunicorn_worker.py).
 worker_class = "service.gunicorn_worker.DrainingSyncWorker"

@@ -1,22 +1,196 @@
-"""gunicorn's sync worker, plus: on a graceful stop, serve what is already queued.
+"""gunicorn's sync worker, plus: problem+json for the server's own refusals, and on a
+graceful stop, serve what is already queued.
 
-On SIGTERM a sync worker finishes the request in hand and exits. Connections the kernel
-has already accepted into the listening socket's queue, waiting for a free worker, are
-then reset when the last worker closes the socket: requests a client sent before or
-just after the signal are lost. This worker takes those too before it exits, up to
-half of gunicorn's graceful_timeout.
+Refusals: gunicorn's HTTP parser refuses some requests before the app sees them (a request
+line or header section over the limits in service/gunicorn_conf.py, a malformed request
+line, header or body framing, an HTTP version other than 1.x) and answers them with an
+HTML page from `Worker.handle_error`. `answer_with_problem` answers the same errors as an
+RFC 9457 application/problem+json document with the app's problem types and security
+headers; any gunicorn worker class can call it from its `handle_error`.
+
+Draining: on SIGTERM a sync worker finishes the request in hand and exits. Connections the
+kernel has already accepted into the listening socket's queue, waiting for a free worker,
+are then reset when the last worker closes the socket: requests a client sent before or
+just after the signal are lost. This worker takes those too before it exits, up to half of
+gunicorn's graceful_timeout.
 """
 
 from __future__ import annotations
 
 import errno
+import http
+import json
+import socket
+import ssl
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from gunicorn import util
+from gunicorn.http import errors as parse_errors
+from gunicorn.workers.base import Worker
 from gunicorn.workers.sync import SyncWorker
+
+from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, security_headers
+
+
+@dataclass(frozen=True)
+class ServerProblem:
+    """What the server answers for a request it refused (or failed) before the app ran."""
+
+    status: int
+    slug: str
+    title: str
+    detail: str
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_TYPE_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+def _malformed(detail: str) -> ServerProblem:
+    return ServerProblem(400, "malformed-request", "Malformed request", detail)
+
+
+def problem_for(error: BaseException, cfg: Any) -> ServerProblem:
+    """The problem for an exception that reached gunicorn's `handle_error` (`cfg`: its limits).
+
+    The detail never echoes the request: the parts that were refused may be anything.
+    """
+    # The application's fault, not the client's; subclasses of InvalidHeader, so first.
+    if isinstance(
+        error, parse_errors.InvalidResponseHeader | parse_errors.InvalidResponseHeaderName
+    ):
+        return INTERNAL_ERROR
+    if isinstance(error, parse_errors.LimitRequestLine):
+        return ServerProblem(
+            414,
+            "request-line-too-long",
+            "Request line too long",
+            f"The request line (method, path, query and version) is over "
+            f"{cfg.limit_request_line} bytes: send a shorter query.",
+        )
+    if isinstance(error, parse_errors.LimitRequestHeaders):
+        title = "Request header fields too large"
+        return ServerProblem(431, "request-headers-too-large", title, _headers(error, cfg))
+    if isinstance(error, parse_errors.InvalidHTTPVersion):
+        if isinstance(error.version, tuple):  # well formed, e.g. HTTP/2.0 or HTTP/0.9
+            return ServerProblem(
+                505,
+                "http-version-not-supported",
+                "HTTP version not supported",
+                "This server speaks HTTP/1.0 and HTTP/1.1.",
+            )
+        return _malformed("The HTTP version is not of the form HTTP/1.1.")
+    if isinstance(error, parse_errors.UnsupportedTransferCoding):
+        return ServerProblem(
+            501,
+            "transfer-coding-not-implemented",
+            "Transfer coding not implemented",
+            "Transfer-Encoding names a coding this server does not implement: use chunked.",
+        )
+    if isinstance(error, parse_errors.ExpectationFailed):
+        return ServerProblem(
+            417,
+            "expectation-failed",
+            "Expectation failed",
+            "The only expectation the server can meet is Expect: 100-continue.",
+        )
+    if isinstance(error, parse_errors.ForbiddenProxyRequest | ssl.SSLError):
+        return ServerProblem(403, "forbidden", "Forbidden", "The connection is not allowed.")
+    if isinstance(error, parse_errors.ConfigurationProblem):
+        return INTERNAL_ERROR
+    if isinstance(error, parse_errors.InvalidRequestLine):
+        return _malformed("The request line is not 'METHOD /path HTTP/1.1'.")
+    if isinstance(error, parse_errors.InvalidRequestMethod):
+        return _malformed("The method is not a valid HTTP method name.")
+    if isinstance(error, parse_errors.InvalidHeader) and error.hdr in MESSAGE_FRAMING:
+        return _malformed(MESSAGE_FRAMING[error.hdr])
+    if isinstance(
+        error,
+        parse_errors.InvalidHeader | parse_errors.InvalidHeaderName | parse_errors.ObsoleteFolding,
+    ):
+        return _malformed("A header field is malformed.")
+    if isinstance(
+        error,
+        parse_errors.InvalidChunkSize
+        | parse_errors.ChunkMissingTerminator
+        | parse_errors.InvalidChunkExtension,
+    ):
+        return _malformed("The chunked request body is malformed.")
+    if isinstance(error, parse_errors.ParseException):  # proxy lines, scheme headers, h2c …
+        return _malformed("The server could not parse the request.")
+    return INTERNAL_ERROR
+
+
+INTERNAL_ERROR = ServerProblem(
+    500, "internal-error", "Internal server error", "The server could not complete the request."
+)
+
+# The body's length must be certain, or a proxy in front may read the stream differently
+# (request smuggling): gunicorn refuses these outright (RFC 9112 section 6).
+MESSAGE_FRAMING = {
+    "CONTENT-LENGTH": "Content-Length must be a single non-negative integer, and not be sent "
+    "with Transfer-Encoding.",
+    "TRANSFER-ENCODING": "Transfer-Encoding must end with chunked, once, on HTTP/1.1.",
+}
+
+
+def _headers(error: parse_errors.LimitRequestHeaders, cfg: Any) -> str:
+    # gunicorn tells the cases apart only by its message.
+    message = str(error)
+    if message == "limit request headers fields":
+        return f"The request has more than {cfg.limit_request_fields} header fields."
+    if message == "limit request headers fields size":
+        return f"A header field is over {cfg.limit_request_field_size} bytes."
+    return "The request's header or trailer section is larger than the server accepts."
+
+
+def problem_bytes(problem: ServerProblem) -> bytes:
+    """The whole HTTP/1.1 response: the problem document, the app's security headers, no
+    Server header, and the connection closed (the rest of the request is not read)."""
+    body = json.dumps(problem.document()).encode()
+    headers = {
+        "Connection": "close",
+        "Content-Type": PROBLEM_JSON,
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        **security_headers(),
+    }
+    head = f"HTTP/1.1 {problem.status} {http.HTTPStatus(problem.status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n").encode("latin-1") + body
+
+
+def answer_with_problem(
+    worker: Worker,
+    req: Any,
+    client: socket.socket,
+    addr: Any,
+    error: BaseException,
+) -> None:
+    """`Worker.handle_error` with a problem+json answer instead of gunicorn's HTML page."""
+    problem = problem_for(error, worker.cfg)
+    if problem == INTERNAL_ERROR:  # 501 and 505 are the client's doing: warnings
+        uri = getattr(req, "uri", "(no URI read)")
+        worker.log.error("Error handling request %s", uri, exc_info=error)
+    else:
+        ip = (addr or ("",))[0]  # a Unix socket has no address
+        worker.log.warning("Invalid request from ip=%s: %s (%d)", ip, error, problem.status)
+    try:
+        util.write_nonblock(client, problem_bytes(problem))
+    except OSError:
+        worker.log.debug("Failed to send error message.")
 
 
 class DrainingSyncWorker(SyncWorker):
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        answer_with_problem(self, req, client, addr, exc)
+
     def run(self) -> None:
         super().run()  # returns once SIGTERM cleared `alive` (or the master is gone)
         self.drain(deadline=time.monotonic() + self.cfg.graceful_timeout / 2)
