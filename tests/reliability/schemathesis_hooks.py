@@ -20,15 +20,11 @@ runs on them.
   the generator reuses short keys across bodies. Positive cases get a fresh key each
   (the body may still change after this hook, when a stateful link fills in an id).
 
-Two kinds of failure are not counted (`filter_failure`), each narrowly matched:
-- a refusal that gunicorn's HTTP parser sends before the request reaches the app, for a
-  request line or header over its limits (414, 431, 400 as text/html). The status is a
-  correct refusal; only its format is gunicorn's rather than problem+json, and no
-  application code runs to change it.
-- in the stateful phase, a positive case refused with 422 only because a reference in its
-  body names a row that an earlier step of the same scenario deleted (links fill in ids
-  after the hook above has run, e.g. POST /categories -> DELETE it -> PATCH a product
-  into it). Refusing a reference to a deleted row is the documented behaviour.
+One kind of failure is not counted (`filter_failure`), narrowly matched: in the stateful
+phase, a positive case refused with 422 only because a reference in its body names a row
+that an earlier step of the same scenario deleted (links fill in ids after the hook above
+has run, e.g. POST /categories -> DELETE it -> PATCH a product into it). Refusing a
+reference to a deleted row is the documented behaviour.
 """
 
 from __future__ import annotations
@@ -124,14 +120,6 @@ def map_case(context: Any, case: Any) -> Any:
     return case
 
 
-GUNICORN_REFUSALS = (400, 414, 431)
-
-
-def _is_gunicorn_refusal(response: Any) -> bool:
-    content_type = " ".join(response.headers.get("content-type", []) or [])
-    return response.status_code in GUNICORN_REFUSALS and content_type.startswith("text/html")
-
-
 def _is_stale_reference(failure: Any, case: Any, response: Any) -> bool:
     if failure.code != "ST202" or response.status_code != 422:
         return False
@@ -153,13 +141,10 @@ def _is_stale_reference(failure: Any, case: Any, response: Any) -> bool:
 
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
-    """Keep every failure except the two kinds described at the top of this module."""
-    if _is_gunicorn_refusal(response):
-        kind = "gunicorn-refusal"
-    elif _is_stale_reference(failure, case, response):
-        kind = "stale-reference"
-    else:
+    """Keep every failure except the kind described at the top of this module."""
+    if not _is_stale_reference(failure, case, response):
         return True
+    kind = "stale-reference"
     ledger = os.environ.get("GLASSBOX_ST_FILTERED_LOG")
     if ledger:  # the test reports what was set aside, by kind
         with open(ledger, "a", encoding="utf-8") as file:
