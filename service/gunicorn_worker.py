@@ -155,6 +155,7 @@ def problem_bytes(problem: ServerProblem) -> bytes:
     Server header, and the connection closed (the rest of the request is not read)."""
     body = json.dumps(problem.document()).encode()
     headers = {
+        "Date": util.http_date(),  # RFC 9110 section 6.6.1: every 4xx from a server with a clock
         "Connection": "close",
         "Content-Type": PROBLEM_JSON,
         "Content-Length": str(len(body)),

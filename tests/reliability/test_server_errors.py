@@ -208,6 +208,8 @@ def problem_mismatches(reply: Reply, status: int, slug: str) -> list[str]:
         found.append("Content-Length is not the body's length")
     if "server" in reply.headers:
         found.append(f"Server: {reply.headers['server']}")
+    if not reply.headers.get("date", "").endswith(" GMT"):
+        found.append(f"Date: {reply.headers.get('date')!r}")
     expected_headers = {"cache-control": "no-store", "connection": "close"}
     expected_headers |= {name.lower(): value for name, value in security_headers().items()}
     for name, value in expected_headers.items():
