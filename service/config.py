@@ -197,6 +197,13 @@ VARIABLES: tuple[Variable, ...] = (
         "budget leaves, REQUEST_BUDGET - DATABASE_CONNECT_TIMEOUT - 2 x REDIS_TIMEOUT - 0.5",
     ),
     Variable(
+        "DATABASE_BREAKER_SECONDS",
+        "2",
+        _float(0.1, 300.0),
+        "after PostgreSQL timed out or refused in a request, seconds a worker answers 503 "
+        "without calling it",
+    ),
+    Variable(
         "REDIS_URL",
         "",
         _redis_url,
@@ -534,6 +541,7 @@ def _engine_options(
             # Read by service/database.py, not libpq (removed before connecting).
             "glassbox_timeouts": {
                 "wait": budget["database_wait"],
+                "breaker_seconds": values["DATABASE_BREAKER_SECONDS"],
                 "statement_timeout": budget["database_statement_ms"],
                 "lock_timeout": budget["database_lock_ms"],
                 "idle_in_transaction_session_timeout": budget["database_idle_in_transaction_ms"],

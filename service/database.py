@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,20 +98,64 @@ class Money(TypeDecorator[Decimal]):
 #
 # A server that is stuck, or a network that holds the bytes, cancels nothing: the client
 # gives up on its own after the statement timeout plus a grace (psycopg's wait timeout),
-# closes the connection, and the request answers 503. Only inside requests: CLI commands
-# (migrations, seeding) keep the server's defaults and wait as long as they need.
+# closes the connection, and the request answers 503. Then, for DATABASE_BREAKER_SECONDS,
+# requests of this worker answer 503 without connecting (the first one after is the trial):
+# with sync workers, requests queued behind a hung one would otherwise each wait their own
+# timeout in turn. Only inside requests: CLI commands (migrations, seeding) keep the
+# server's defaults, wait as long as they need and ignore the breaker.
+
+log = logging.getLogger("service.database")
 
 _wait_limit: ContextVar[float | None] = ContextVar("glassbox_database_wait_limit", default=None)
+_LOG_INTERVAL_SECONDS = 30.0
 
 
 class DatabaseDeadlineExceeded(psycopg.OperationalError):
     """PostgreSQL did not answer within the time the request budget gives it."""
 
 
+class DatabaseUnavailable(psycopg.OperationalError):
+    """PostgreSQL failed moments ago: not called until the breaker's period is over."""
+
+
+class _Breaker:
+    """Per process: open for `seconds` after a timeout or connection failure in a request."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+        self.last_log = -_LOG_INTERVAL_SECONDS
+
+    def before_connect(self) -> None:
+        if time.monotonic() < self.open_until:
+            raise DatabaseUnavailable("PostgreSQL failed moments ago; not connecting")
+
+    def failed(self, seconds: float, error: Exception) -> None:
+        now = time.monotonic()
+        self.open_until = now + seconds
+        if now - self.last_log >= _LOG_INTERVAL_SECONDS:
+            self.last_log = now
+            log.warning(
+                "PostgreSQL did not answer (%s: %s); answering 503 without calling it "
+                "for %.0f s at a time",
+                type(error).__name__,
+                error,
+                seconds,
+            )
+
+
+breaker = _Breaker()
+
+
+def _guarded() -> bool:
+    """Deadlines and the breaker apply in requests and in `deadline` blocks, not in CLI."""
+    return _wait_limit.get() is not None or has_request_context()
+
+
 class DeadlineConnection(psycopg.Connection[Any]):
     """A psycopg connection whose every wait ends at a deadline (inside a request)."""
 
     glassbox_wait: float | None = None
+    glassbox_breaker_seconds: float = 0.0
     glassbox_begin_sql: str | None = None
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
@@ -123,9 +168,9 @@ class DeadlineConnection(psycopg.Connection[Any]):
             # The query may still be running, or the bytes held in the network: the
             # connection is in an unknown state and cannot be reused.
             self.pgconn.finish()
-            raise DatabaseDeadlineExceeded(
-                f"PostgreSQL did not answer within {timeout:.2f} s"
-            ) from None
+            error = DatabaseDeadlineExceeded(f"PostgreSQL did not answer within {timeout:.2f} s")
+            breaker.failed(self.glassbox_breaker_seconds, error)
+            raise error from None
 
 
 def _wait_seconds(configured: float | None) -> float | None:
@@ -151,14 +196,24 @@ def deadline(seconds: float) -> Iterator[None]:
 def _connect_with_deadlines(
     dialect: Dialect, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
 ) -> Any:
-    timeouts = cparams.pop("glassbox_timeouts", None)
+    timeouts = cparams.get("glassbox_timeouts")  # the engine's dict: read, never change
     if timeouts is None:
         return None  # SQLite, or an engine built without them: the dialect connects
-    scoped = _wait_limit.get()
-    if scoped is not None and scoped <= time.monotonic():
-        raise DatabaseDeadlineExceeded("no time left to connect to PostgreSQL")
-    connection = DeadlineConnection.connect(*cargs, **cparams)
+    params = {name: value for name, value in cparams.items() if name != "glassbox_timeouts"}
+    guarded = _guarded()
+    if guarded:
+        breaker.before_connect()
+        scoped = _wait_limit.get()
+        if scoped is not None and scoped <= time.monotonic():
+            raise DatabaseDeadlineExceeded("no time left to connect to PostgreSQL")
+    try:
+        connection = DeadlineConnection.connect(*cargs, **params)
+    except psycopg.OperationalError as error:
+        if guarded:
+            breaker.failed(float(timeouts["breaker_seconds"]), error)
+        raise
     connection.glassbox_wait = float(timeouts["wait"])
+    connection.glassbox_breaker_seconds = float(timeouts["breaker_seconds"])
     settings = ", ".join(
         f"set_config('{name}', '{int(timeouts[name])}', true)"
         for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
