@@ -70,6 +70,13 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_or_none(value: Any) -> Any:
+        return None if str(value).strip() == "" else parse(value)
+
+    return parse_or_none
+
+
 def _environment(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ENVIRONMENTS:
@@ -164,22 +171,55 @@ VARIABLES: tuple[Variable, ...] = (
         "connections kept open per worker process (PostgreSQL)",
     ),
     Variable(
+        "REQUEST_BUDGET",
+        "5.0",
+        _float(1.0, 25.0),
+        "seconds within which every request answers, even when a dependency hangs; "
+        "the timeouts below must fit in it (gunicorn's worker timeout is 30 s)",
+    ),
+    Variable(
         "DATABASE_POOL_TIMEOUT",
-        "5",
+        "2",
         _float(0.1, 120),
         "seconds to wait for a free pooled connection before answering 503",
     ),
     Variable(
         "DATABASE_CONNECT_TIMEOUT",
-        "3",
+        "2",
         _int(1, 120),
-        "seconds to wait for the database to accept a connection",
+        "seconds to wait for the database to accept a connection (psycopg waits at least 2)",
+    ),
+    Variable(
+        "DATABASE_STATEMENT_TIMEOUT",
+        "",
+        _optional(_float(0.1, 120)),
+        "seconds one SQL statement may run (PostgreSQL statement_timeout); empty: what the "
+        "budget leaves, REQUEST_BUDGET - DATABASE_CONNECT_TIMEOUT - 2 x REDIS_TIMEOUT - 0.5",
+    ),
+    Variable(
+        "DATABASE_BREAKER_SECONDS",
+        "2",
+        _float(0.1, 300.0),
+        "after PostgreSQL timed out or refused in a request, seconds a worker answers 503 "
+        "without calling it",
     ),
     Variable(
         "REDIS_URL",
         "",
         _redis_url,
         "Redis for the cache and the rate limiter; empty means in-process",
+    ),
+    Variable(
+        "REDIS_TIMEOUT",
+        "0.25",
+        _float(0.01, 5.0),
+        "seconds a Redis call (connect or read) of the cache or the limiter may take",
+    ),
+    Variable(
+        "REDIS_BREAKER_SECONDS",
+        "10",
+        _float(1.0, 300.0),
+        "after a Redis timeout or error, seconds the cache and the limiter skip that Redis",
     ),
     Variable(
         "CACHE_DEFAULT_TIMEOUT",
@@ -233,7 +273,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "PAYMENTS_TIMEOUT",
-        "2.0",
+        "1.0",
         _float(0.05, 60),
         "seconds one call to the payments service may take",
     ),
@@ -353,26 +393,30 @@ def load_config(
             "least 32 characters when GLASSBOX_ENV=production"
         )
 
+    budget = request_budget(values)
     url: URL = values.pop("DATABASE_URL")
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         url = url.set(database=_project_path(url.database))
     redis_url = values["REDIS_URL"]
+    limiter_storage = values["RATELIMIT_STORAGE_URI"] or redis_url or "memory://"
     config: dict[str, Any] = {
         **values,
         "DATABASE_URL": url.render_as_string(hide_password=False),
         "SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False),
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(url, values),
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(url, values, budget),
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "REQUEST_BUDGET_PARTS": budget,
+        "DATABASE_STATEMENT_TIMEOUT": budget["database_statement"],
+        "PAYMENTS_BUDGET": budget["payments_total"],
         "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
         "CACHE_REDIS_URL": redis_url or None,
         "CACHE_KEY_PREFIX": "glassbox:cache:",
-        # Short socket timeouts: a hung Redis must cost a request milliseconds, not seconds.
-        "CACHE_OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        if redis_url
-        else None,
-        "RATELIMIT_STORAGE_URI": values["RATELIMIT_STORAGE_URI"] or redis_url or "memory://",
-        "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        if (values["RATELIMIT_STORAGE_URI"] or redis_url)
+        # Short timeouts, no retries and a circuit breaker (service/redis_breaker.py): a hung
+        # Redis costs a worker one REDIS_TIMEOUT, then nothing for REDIS_BREAKER_SECONDS.
+        "CACHE_OPTIONS": _redis_options(redis_url, values) if redis_url else None,
+        "RATELIMIT_STORAGE_URI": limiter_storage,
+        "RATELIMIT_STORAGE_OPTIONS": _redis_options(limiter_storage, values)
+        if limiter_storage.startswith(("redis://", "rediss://", "unix://"))
         else {},
         "RATELIMIT_KEY_PREFIX": "glassbox",
         "RATELIMIT_HEADERS_ENABLED": True,
@@ -388,7 +432,91 @@ def load_config(
     return config
 
 
-def _engine_options(url: URL, values: Mapping[str, Any]) -> dict[str, Any]:
+# Seconds kept back from the budget to write the answer (the 503 itself, logging).
+ANSWER_RESERVE = 0.25
+# Added to the statement timeout for the client's own deadline, so that a live server's
+# cancellation (a clean error on a usable connection) comes before the client gives up.
+CLIENT_GRACE = 0.25
+# payments.HttpPaymentGateway sleeps up to BACKOFF * 2**(attempt-1) before each retry.
+PAYMENTS_BACKOFF_SECONDS = 0.1
+
+
+def request_budget(values: Mapping[str, Any]) -> dict[str, float]:
+    """Split REQUEST_BUDGET between the dependencies; refuse settings that do not fit.
+
+    A hung dependency costs a request at most:
+    - Redis: one REDIS_TIMEOUT for the limiter and one for the cache, then the breaker is
+      open and further calls fail at once;
+    - PostgreSQL: one client wait (statement timeout + grace; a pooled connection's
+      pre-ping, or the statement) and one reconnection attempt (DATABASE_CONNECT_TIMEOUT,
+      at least 2 s in psycopg), after which the request answers 503;
+    - payments: PAYMENTS_TIMEOUT per attempt, 1 + PAYMENTS_RETRIES attempts, the backoff.
+    """
+    budget = float(values["REQUEST_BUDGET"])
+    redis_part = 2 * float(values["REDIS_TIMEOUT"])
+    connect = float(max(2, values["DATABASE_CONNECT_TIMEOUT"]))
+    database_room = budget - redis_part - connect - ANSWER_RESERVE - CLIENT_GRACE
+    statement = values["DATABASE_STATEMENT_TIMEOUT"]
+    if statement is None:
+        statement = round(database_room, 3)
+    problems = []
+    if statement < 0.1:
+        problems.append(
+            f"REQUEST_BUDGET={budget:g} leaves no time for SQL after DATABASE_CONNECT_TIMEOUT "
+            f"({connect:g} s) and 2 x REDIS_TIMEOUT ({redis_part:g} s)"
+        )
+    elif statement > database_room + 1e-9:
+        problems.append(
+            f"DATABASE_STATEMENT_TIMEOUT={statement:g} does not fit REQUEST_BUDGET={budget:g}: "
+            f"at most {database_room:.2f} after DATABASE_CONNECT_TIMEOUT and 2 x REDIS_TIMEOUT"
+        )
+    if float(values["DATABASE_POOL_TIMEOUT"]) > budget - redis_part - ANSWER_RESERVE:
+        problems.append(
+            f"DATABASE_POOL_TIMEOUT={values['DATABASE_POOL_TIMEOUT']:g} does not fit "
+            f"REQUEST_BUDGET={budget:g}"
+        )
+    retries = int(values["PAYMENTS_RETRIES"])
+    payments_worst = float(values["PAYMENTS_TIMEOUT"]) * (1 + retries) + (
+        PAYMENTS_BACKOFF_SECONDS * (2**retries - 1)
+    )
+    # The order's own SQL (reserve, then record the payment) needs time beside the call.
+    payments_total = budget - redis_part - ANSWER_RESERVE - 0.5
+    if payments_worst > payments_total + 1e-9:
+        problems.append(
+            f"PAYMENTS_TIMEOUT={values['PAYMENTS_TIMEOUT']:g} x (1 + PAYMENTS_RETRIES={retries}) "
+            f"plus backoff is {payments_worst:.2f} s: more than the {payments_total:.2f} s "
+            f"REQUEST_BUDGET={budget:g} leaves for payments"
+        )
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    statement_ms = int(statement * 1000)
+    return {
+        "budget": budget,
+        "redis_call": float(values["REDIS_TIMEOUT"]),
+        "database_connect": connect,
+        "database_statement": statement,
+        "database_wait": statement + CLIENT_GRACE,
+        # A lock wait gets half a statement's time: the clearer error (lock_not_available)
+        # arrives before the statement is cancelled.
+        "database_lock_ms": max(1, statement_ms // 2),
+        "database_statement_ms": statement_ms,
+        # No transaction of a request is idle longer than the whole request may take; at
+        # twice that the client is gone, and the server should end it and free its locks.
+        "database_idle_in_transaction_ms": int(budget * 2 * 1000),
+        "payments_worst": payments_worst,
+        "payments_total": payments_total,
+    }
+
+
+def _redis_options(url: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    from service.redis_breaker import client_options
+
+    return client_options(url, values["REDIS_TIMEOUT"], values["REDIS_BREAKER_SECONDS"])
+
+
+def _engine_options(
+    url: URL, values: Mapping[str, Any], budget: Mapping[str, float]
+) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 15}}
     return {
@@ -403,5 +531,20 @@ def _engine_options(url: URL, values: Mapping[str, Any]) -> dict[str, Any]:
             # mode hands each transaction to any server connection.
             "prepare_threshold": None,
             "application_name": "glassbox",
+            # A peer that vanished (host down, partition) is noticed on idle pooled
+            # connections by keepalives, and on unacknowledged writes by tcp_user_timeout.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 3,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(budget["budget"] * 1000),
+            # Read by service/database.py, not libpq (removed before connecting).
+            "glassbox_timeouts": {
+                "wait": budget["database_wait"],
+                "breaker_seconds": values["DATABASE_BREAKER_SECONDS"],
+                "statement_timeout": budget["database_statement_ms"],
+                "lock_timeout": budget["database_lock_ms"],
+                "idle_in_transaction_session_timeout": budget["database_idle_in_transaction_ms"],
+            },
         },
     }

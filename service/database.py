@@ -1,12 +1,20 @@
-"""Declarative base, naming convention and the column types every domain shares."""
+"""Declarative base, naming convention, shared column types, and PostgreSQL deadlines."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, MetaData, Numeric
+import psycopg
+from flask import has_request_context
+from sqlalchemy import BigInteger, DateTime, Dialect, MetaData, Numeric, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -77,3 +85,147 @@ class Money(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return (Decimal(value) / 100).quantize(CENT)
         return Decimal(value).quantize(CENT)
+
+
+# Deadlines on every wait for PostgreSQL (README "Configuration", docs/reliability.md).
+#
+# The server enforces statement_timeout, lock_timeout and idle_in_transaction_session_timeout,
+# set per transaction with set_config(..., is_local => true): libpq's startup `options`
+# would cost nothing per transaction, but PgBouncer refuses that startup parameter (or,
+# listed in ignore_startup_parameters, drops it), and a session-level SET would stay on
+# whichever server connection PgBouncer lent in transaction mode. One round trip per
+# transaction works the same directly and behind PgBouncer.
+#
+# A server that is stuck, or a network that holds the bytes, cancels nothing: the client
+# gives up on its own after the statement timeout plus a grace (psycopg's wait timeout),
+# closes the connection, and the request answers 503. Then, for DATABASE_BREAKER_SECONDS,
+# requests of this worker answer 503 without connecting (the first one after is the trial):
+# with sync workers, requests queued behind a hung one would otherwise each wait their own
+# timeout in turn. Only inside requests: CLI commands (migrations, seeding) keep the
+# server's defaults, wait as long as they need and ignore the breaker.
+
+log = logging.getLogger("service.database")
+
+_wait_limit: ContextVar[float | None] = ContextVar("glassbox_database_wait_limit", default=None)
+_LOG_INTERVAL_SECONDS = 30.0
+
+
+class DatabaseDeadlineExceeded(psycopg.OperationalError):
+    """PostgreSQL did not answer within the time the request budget gives it."""
+
+
+class DatabaseUnavailable(psycopg.OperationalError):
+    """PostgreSQL failed moments ago: not called until the breaker's period is over."""
+
+
+class _Breaker:
+    """Per process: open for `seconds` after a timeout or connection failure in a request."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+        self.last_log = -_LOG_INTERVAL_SECONDS
+
+    def before_connect(self) -> None:
+        if time.monotonic() < self.open_until:
+            raise DatabaseUnavailable("PostgreSQL failed moments ago; not connecting")
+
+    def failed(self, seconds: float, error: Exception) -> None:
+        now = time.monotonic()
+        self.open_until = now + seconds
+        if now - self.last_log >= _LOG_INTERVAL_SECONDS:
+            self.last_log = now
+            log.warning(
+                "PostgreSQL did not answer (%s: %s); answering 503 without calling it "
+                "for %.0f s at a time",
+                type(error).__name__,
+                error,
+                seconds,
+            )
+
+
+breaker = _Breaker()
+
+
+def _guarded() -> bool:
+    """Deadlines and the breaker apply in requests and in `deadline` blocks, not in CLI."""
+    return _wait_limit.get() is not None or has_request_context()
+
+
+class DeadlineConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose every wait ends at a deadline (inside a request)."""
+
+    glassbox_wait: float | None = None
+    glassbox_breaker_seconds: float = 0.0
+    glassbox_begin_sql: str | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        limit = _wait_seconds(self.glassbox_wait)
+        if limit is not None and (timeout is None or limit < timeout):
+            timeout = limit
+        try:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        except psycopg.errors._WaitTimeout:  # what Connection.wait(timeout=) raises
+            # The query may still be running, or the bytes held in the network: the
+            # connection is in an unknown state and cannot be reused.
+            self.pgconn.finish()
+            error = DatabaseDeadlineExceeded(f"PostgreSQL did not answer within {timeout:.2f} s")
+            breaker.failed(self.glassbox_breaker_seconds, error)
+            raise error from None
+
+
+def _wait_seconds(configured: float | None) -> float | None:
+    """The longest one wait may take now: the configured wait in a request, or a scope's."""
+    scoped = _wait_limit.get()
+    if scoped is not None:
+        remaining = scoped - time.monotonic()
+        return max(0.001, remaining if configured is None else min(configured, remaining))
+    return configured if configured is not None and has_request_context() else None
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every PostgreSQL wait and connection in the block ends `seconds` from now."""
+    token = _wait_limit.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _wait_limit.reset(token)
+
+
+@event.listens_for(Engine, "do_connect")
+def _connect_with_deadlines(
+    dialect: Dialect, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    timeouts = cparams.get("glassbox_timeouts")  # the engine's dict: read, never change
+    if timeouts is None:
+        return None  # SQLite, or an engine built without them: the dialect connects
+    params = {name: value for name, value in cparams.items() if name != "glassbox_timeouts"}
+    guarded = _guarded()
+    if guarded:
+        breaker.before_connect()
+        scoped = _wait_limit.get()
+        if scoped is not None and scoped <= time.monotonic():
+            raise DatabaseDeadlineExceeded("no time left to connect to PostgreSQL")
+    try:
+        connection = DeadlineConnection.connect(*cargs, **params)
+    except psycopg.OperationalError as error:
+        if guarded:
+            breaker.failed(float(timeouts["breaker_seconds"]), error)
+        raise
+    connection.glassbox_wait = float(timeouts["wait"])
+    connection.glassbox_breaker_seconds = float(timeouts["breaker_seconds"])
+    settings = ", ".join(
+        f"set_config('{name}', '{int(timeouts[name])}', true)"
+        for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+    )
+    connection.glassbox_begin_sql = f"SELECT {settings}"
+    return connection
+
+
+@event.listens_for(Engine, "begin")
+def _set_transaction_timeouts(connection: Any) -> None:
+    dbapi_connection = connection.connection.dbapi_connection
+    sql = getattr(dbapi_connection, "glassbox_begin_sql", None)
+    if sql is not None and has_request_context():
+        # On the driver's connection: no SQLAlchemy event, so no span of its own.
+        dbapi_connection.execute(sql)

@@ -1,8 +1,10 @@
 """Liveness and readiness probes.
 
 `/health/live` touches nothing but the process. `/health/ready` checks the database
-(required: 503 when down) and the cache (optional: reported as degraded, still 200,
-because reads fall back to the database).
+(required: 503 when down) and the cache and rate limiter's Redis (optional: reported as
+degraded, still 200, because reads fall back to the database and limits fail open). Each
+check ends within HEALTH_CHECK_TIMEOUT, also when the dependency hangs; a Redis whose
+circuit breaker is open is reported down without being called.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from flask.views import MethodView
 from sqlalchemy import text
 
 from service.api import Blueprint
+from service.database import deadline
 from service.extensions import cache, db
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Health probes")
@@ -47,8 +50,9 @@ def _timed(check: Any) -> dict[str, Any]:
 
 
 def _check_database() -> None:
-    timeout_ms = int(current_app.config["HEALTH_CHECK_TIMEOUT"] * 1000)
-    with db.engine.connect() as connection:
+    timeout = current_app.config["HEALTH_CHECK_TIMEOUT"]
+    timeout_ms = int(timeout * 1000)
+    with deadline(timeout), db.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             # SET LOCAL ends with the transaction, so it is safe behind PgBouncer too.
             connection.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
@@ -60,13 +64,21 @@ def _check_cache() -> None:
     backend = cache.cache
     client = getattr(backend, "_write_client", None)
     if client is not None:
-        client.ping()
+        client.ping()  # REDIS_TIMEOUT at most; at once while the breaker is open
+
+
+def _check_rate_limiter() -> None:
+    for limiter in current_app.extensions.get("limiter", ()):
+        connection = getattr(limiter.storage, "get_connection", None)
+        if connection is not None:  # Redis storage; memory:// has nothing to check
+            connection().ping()
 
 
 def readiness() -> tuple[dict[str, Any], int]:
     checks = {
         "database": {**_timed(_check_database), "required": True},
         "cache": {**_timed(_check_cache), "required": False},
+        "rate_limiter": {**_timed(_check_rate_limiter), "required": False},
     }
     if any(c["status"] == "down" and c["required"] for c in checks.values()):
         status, code = "down", 503

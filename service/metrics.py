@@ -81,6 +81,9 @@ class _Prometheus:
             ("outcome",),
         )
         self.orders_placed = Counter("glassbox_orders_placed", "Orders placed.", ["status"])
+        self.redis_breaker = Counter(
+            "glassbox_redis_breaker_opened", "Redis circuit breaker openings.", ["server_address"]
+        )
         self.orders_cancelled = Counter("glassbox_orders_cancelled", "Orders cancelled.")
         self.revenue = Counter("glassbox_revenue", "Revenue of paid orders (EUR).")
         self.cpu = Counter(
@@ -194,6 +197,11 @@ class Metrics:
                 description="Duration of payment authorisations, retries included.",
                 explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
             ),
+            "redis_breaker": meter.create_counter(
+                "glassbox.redis.breaker.opened",
+                unit="{opening}",
+                description="Redis circuit breaker openings.",
+            ),
             "orders_placed": meter.create_counter(
                 "glassbox.orders.placed", unit="{order}", description="Orders placed."
             ),
@@ -305,6 +313,12 @@ class Metrics:
             self._prom.payments.labels(outcome).observe(seconds)
         if self._otel:
             self._otel["payments"].record(seconds, {"outcome": outcome})
+
+    def redis_breaker_opened(self, address: str) -> None:
+        if self._prom is not None:
+            self._prom.redis_breaker.labels(address).inc()
+        if self._otel:
+            self._otel["redis_breaker"].add(1, {"server.address": address})
 
     def order_placed(self, status: str, revenue: float) -> None:
         if self._prom is not None:

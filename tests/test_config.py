@@ -66,3 +66,29 @@ def test_readme_and_env_example_list_exactly_the_variables(project_root: Path) -
     assert names <= readme
     assert {n for n in example if not n.startswith(("OTEL_", "TEST_"))} <= names
     assert {n for n in readme if not n.startswith(("OTEL_", "TEST_"))} <= names
+
+
+def test_the_request_budget_is_split_between_the_dependencies() -> None:
+    parts = load_config({})["REQUEST_BUDGET_PARTS"]
+    # 5 s = 2 x 0.25 (Redis) + 2 (connect) + 2 (statement) + 0.25 (grace) + 0.25 (answer)
+    assert parts["database_statement"] == 2.0
+    assert parts["database_lock_ms"] == 1000
+    assert parts["payments_worst"] <= parts["payments_total"]
+    bigger = load_config({"REQUEST_BUDGET": "10"})
+    assert bigger["DATABASE_STATEMENT_TIMEOUT"] == 7.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"DATABASE_STATEMENT_TIMEOUT": "3"}, "DATABASE_STATEMENT_TIMEOUT"),
+        ({"REQUEST_BUDGET": "2"}, "REQUEST_BUDGET"),
+        ({"PAYMENTS_TIMEOUT": "2.0"}, "PAYMENTS_TIMEOUT"),
+        ({"DATABASE_POOL_TIMEOUT": "6"}, "DATABASE_POOL_TIMEOUT"),
+    ],
+)
+def test_timeouts_that_do_not_fit_the_budget_are_refused(
+    settings: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(settings)

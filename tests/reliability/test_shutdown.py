@@ -60,7 +60,10 @@ def connections_queued(server: GunicornServer) -> int:
 def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
     gunicorn_server: StartServer, server_database: str
 ) -> None:
-    server = gunicorn_server(DATABASE_URL=server_database, REPORTS_SQL_DELAY_MS=str(SLOW_MS))
+    # A budget past the slow reports (the default 5 s gives SQL 2 s: statement_timeout).
+    server = gunicorn_server(
+        DATABASE_URL=server_database, REPORTS_SQL_DELAY_MS=str(SLOW_MS), REQUEST_BUDGET="10"
+    )
     results: dict[str, Any] = {}
 
     def get(name: str, path: str) -> None:
