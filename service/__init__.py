@@ -18,7 +18,7 @@ from service import telemetry
 from service.api import require_json_body
 from service.config import load_config
 from service.errors import security_headers
-from service.extensions import api, cache, db, make_limiter, migrate
+from service.extensions import api, cache, db, make_limiter, migrate, own_retry_after
 
 __version__ = "0.1.0"
 
@@ -114,11 +114,16 @@ def _register_commands(app: Flask) -> None:
 
 def _finalize_headers(response: Response) -> Response:
     headers = response.headers
-    # Flask-Limiter sends Retry-After on every response; it only means something on a
-    # refusal. And RateLimit-Reset is seconds until the window resets (IETF draft),
-    # not the epoch timestamp the library writes.
-    if response.status_code not in (429, 503):
-        headers.pop("Retry-After", None)
+    # Flask-Limiter sends Retry-After on every response; it is the limiter's only on a 429.
+    # Any other status carries the service's own value (a 503's) or none. And
+    # RateLimit-Reset is seconds until the window resets (IETF draft), not the epoch
+    # timestamp the library writes.
+    if response.status_code != 429:
+        own = own_retry_after()
+        if own is None:
+            headers.pop("Retry-After", None)
+        else:
+            headers["Retry-After"] = own
     reset = headers.get("RateLimit-Reset")
     if reset is not None and reset.isdigit() and int(reset) > 1_000_000_000:
         headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))

@@ -6,23 +6,26 @@ import http
 import io
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import flask_smorest
 import marshmallow as ma
 from flask import Flask, request
+from flask.views import MethodView
 from flask_cors import CORS
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
+from webargs.multidictproxy import MultiDictProxy
 from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.routing import IntegerConverter
 
 from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
 from service.fields import Money
 
 
 class StrictParser(FlaskParser):
-    """Reject unknown query parameters too, not only unknown body fields."""
+    """Reject unknown and repeated query parameters too, not only unknown body fields."""
 
     DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {
         **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
@@ -44,6 +47,20 @@ class StrictParser(FlaskParser):
             # database can store it.
             _refuse_json("The JSON body contains an unpaired UTF-16 surrogate escape.")
         return data
+
+    def load_querystring(self, req: Any, schema: ma.Schema) -> Any:
+        # webargs takes the first of repeated values (`limit=1&limit=50`) unless the field
+        # is a list: a client that repeats a parameter meant something, so say no.
+        proxy: MultiDictProxy = super().load_querystring(req, schema)
+        known = {field.data_key or name for name, field in schema.fields.items()}
+        repeated = sorted(
+            name
+            for name, values in req.args.lists()
+            if len(values) > 1 and name in known and name not in proxy.multiple_keys
+        )
+        if repeated:
+            raise ma.ValidationError({name: ["Give this parameter once."] for name in repeated})
+        return proxy
 
     def load_json(self, req: Any, schema: ma.Schema) -> Any:
         # Every operation that reads a JSON body needs one (PATCH with nothing to change
@@ -75,8 +92,53 @@ def _has_unpaired_surrogate(data: Any) -> bool:
     return False
 
 
+class NoQueryParameters(ma.Schema):
+    """The query of an operation that takes none: any parameter is unknown, hence a 422."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
+
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: Any = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
+        """Every operation refuses query parameters it does not declare (`?stock=0` on PATCH).
+
+        An operation without a query schema gets an empty one, outermost, so webargs refuses
+        unknown parameters there as it does on the lists.
+        """
+        if isinstance(view_func, type) and issubclass(view_func, MethodView):
+            for method in view_func.methods or ():
+                handler = getattr(view_func, method.lower())
+                if not _reads_query(handler):
+                    setattr(view_func, method.lower(), self._no_query(handler))
+        elif view_func is not None and not _reads_query(view_func):
+            view_func = self._no_query(view_func)
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
+
+    def _no_query(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        decorate = self.arguments(NoQueryParameters, location="query", as_kwargs=True)
+        return cast(Callable[..., Any], decorate(handler))
+
+
+def _reads_query(handler: Any) -> bool:
+    parameters = getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(p.get("in") in ("query", "querystring") for p in parameters)
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """Werkzeug's `int` converter matches `\\d`, which takes other scripts' digits too (an
+    Arabic-Indic three in `/products/<id>` was product 3): ASCII digits only."""
+
+    regex = r"[0-9]+"
 
 
 class Api(flask_smorest.Api):
@@ -88,6 +150,7 @@ class Api(flask_smorest.Api):
         self.register_field(Money, None, None)
 
     def init_app(self, app: Flask, **kwargs: Any) -> None:
+        app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is added
         super().init_app(app, **kwargs)
         app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
         init_cors(app)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import request
+import flask_limiter
+from flask import Flask, Response, g, request
 from flask_caching import Cache
-from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
@@ -49,6 +49,45 @@ class OncePerInterval(logging.Filter):
         return True
 
 
+class Limiter(flask_limiter.Limiter):
+    """Flask-Limiter with glassbox's promises (README, Rate limiting).
+
+    * RATELIMIT_DEFAULT is one allowance per API key (or address) across every route.
+      Flask-Limiter applies its default limits to each route separately; its application
+      limit is the one shared by all routes, so the setting becomes that.
+    * Requests that match no route (404, and 405) are counted too: Flask-Limiter exempts
+      requests without an endpoint, so they are identified as "unmatched".
+    * The limiter sets Retry-After on every response, to the later of the window's reset
+      and any value already there (a 503's "5" became 55 s). Only a 429 is the limiter's;
+      another status keeps the service's own value (`_finalize_headers` puts it back).
+    """
+
+    def init_app(self, app: Flask) -> None:
+        config = app.config
+        config.setdefault("RATELIMIT_APPLICATION", config.pop("RATELIMIT_DEFAULT", None))
+        super().init_app(app)
+        # After the limiter's own hook, so it runs first (Flask runs them in reverse order).
+        app.after_request(_set_aside_retry_after)
+
+
+def _request_identifier() -> str:
+    return request.endpoint or "unmatched"
+
+
+def _set_aside_retry_after(response: Response) -> Response:
+    own = response.headers.get("Retry-After")
+    if own is not None:
+        del response.headers["Retry-After"]
+        g.own_retry_after = own
+    return response
+
+
+def own_retry_after() -> str | None:
+    """The Retry-After the service itself set on this response, if any."""
+    value: str | None = g.pop("own_retry_after", None)
+    return value
+
+
 def make_limiter() -> Limiter:
     """A limiter per app: Flask-Limiter keeps the first app's limits on a shared instance."""
     # With its storage down the limiter lets requests through (RATELIMIT_SWALLOW_ERRORS)
@@ -56,6 +95,6 @@ def make_limiter() -> Limiter:
     limiter_log = logging.getLogger("flask-limiter")
     if not any(isinstance(f, OncePerInterval) for f in limiter_log.filters):
         limiter_log.addFilter(OncePerInterval(30.0))
-    limiter = Limiter(key_func=_rate_limit_key)
+    limiter = Limiter(key_func=_rate_limit_key, request_identifier=_request_identifier)
     limiter.request_filter(_not_rate_limited)
     return limiter

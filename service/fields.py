@@ -74,18 +74,37 @@ class Money(ma.fields.Decimal):
             raise self.make_error("range", maximum=self.maximum)
         if amount != amount.quantize(CENT):
             raise self.make_error("format")
-        return amount
+        # The JSON number -0.0 passes the range check; an amount has no negative zero.
+        return amount.copy_abs()
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
-        return f"{Decimal(value).quantize(CENT):f}"
+        amount = Decimal(value).quantize(CENT)
+        return f"{amount.copy_abs() if amount.is_zero() else amount:f}"
+
+
+class AsciiInteger(ma.fields.Integer):
+    """An integer whose text is ASCII digits with an optional minus sign, nothing else.
+
+    Python's int() also reads other scripts' digits ("\u0663" is 3), surrounding spaces,
+    "+" and "1_000": a query parameter or id spelled so is refused, not guessed at.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result
+
+
+_ASCII_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def Id(**kwargs: Any) -> ma.fields.Integer:
     """A positive database id."""
     kwargs.setdefault("validate", ma.validate.Range(min=1, max=MAX_ID))
-    return ma.fields.Integer(**kwargs)
+    return AsciiInteger(**kwargs)
 
 
 class StrictSchema(ma.Schema):
@@ -98,6 +117,17 @@ class StrictSchema(ma.Schema):
 # The same rule as _no_control_characters, stated in the OpenAPI spec (ECMA-262 syntax).
 SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
 MULTILINE_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$"
+# A character that is neither a control character nor a space. Python's and ECMA-262's \s
+# differ by U+0085 and U+FEFF: naming both makes the class the same in each.
+_VISIBLE = r"[^\s\u0085\ufeff\u0000-\u001f\u007f]"
+# Single line, and not blank: at least one visible character.
+NON_BLANK_PATTERN = rf"^[^\u0000-\u001f\u007f]*{_VISIBLE}[^\u0000-\u001f\u007f]*$"
+_HAS_VISIBLE = re.compile(_VISIBLE)
+
+
+def _not_blank(value: str) -> None:
+    if _HAS_VISIBLE.search(value) is None:
+        raise ma.ValidationError("Must contain a character other than spaces.")
 
 
 def _no_control_characters(allow_newlines: bool) -> Any:
@@ -110,11 +140,22 @@ def _no_control_characters(allow_newlines: bool) -> Any:
     return validate
 
 
-def Text(*, min: int = 0, max: int, multiline: bool = False, **kwargs: Any) -> ma.fields.String:
-    """A string with a length limit and no control characters (newlines only if multiline)."""
+def Text(
+    *, min: int = 0, max: int, multiline: bool = False, blank: bool = True, **kwargs: Any
+) -> ma.fields.String:
+    """A string with a length limit and no control characters (newlines only if multiline).
+
+    `blank=False`: spaces alone (any Unicode space) are refused, as for a name.
+    """
     validators = [ma.validate.Length(min=min, max=max), _no_control_characters(multiline)]
+    pattern = MULTILINE_PATTERN if multiline else SINGLE_LINE_PATTERN
+    if not blank:
+        if multiline:
+            raise ValueError("blank=False is for single-line text")
+        validators.append(_not_blank)
+        pattern = NON_BLANK_PATTERN
     metadata = {
-        "pattern": MULTILINE_PATTERN if multiline else SINGLE_LINE_PATTERN,
+        "pattern": pattern,
         **kwargs.pop("metadata", {}),
     }
     return ma.fields.String(validate=validators, metadata=metadata, **kwargs)

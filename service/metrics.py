@@ -7,6 +7,12 @@
 Names and labels are the same on both paths: OpenTelemetry's `http.server.request.duration`
 (unit s) becomes `http_server_request_duration_seconds` in the collector's Prometheus
 exporter, which is the name prometheus_client uses here (observability/README.md).
+
+Every label is bounded whatever clients send: the request hooks (service/telemetry.py)
+pass the normalised method (known, else `_OTHER`), the route template or nothing, and the
+scheme as http or https; `error.type` is the 5xx status code. An attribute the semantic
+conventions leave out when it does not apply (no route, no error) is an empty label on the
+scrape path, which Prometheus treats as absent.
 """
 
 from __future__ import annotations
@@ -47,7 +53,13 @@ class _Prometheus:
         self.http_duration = _histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
-            ("http_request_method", "http_route", "http_response_status_code"),
+            (
+                "http_request_method",
+                "http_route",
+                "http_response_status_code",
+                "url_scheme",
+                "error_type",
+            ),
         )
         self.active = Gauge(
             "http_server_active_requests",
@@ -58,7 +70,13 @@ class _Prometheus:
         self.db_operation = _histogram(
             "db_client_operation_duration_seconds",
             "Duration of database statements.",
-            ("db_system_name", "db_operation_name", "error_type"),
+            (
+                "db_system_name",
+                "db_namespace",
+                "db_operation_name",
+                "db_collection_name",
+                "error_type",
+            ),
         )
         self.pool_wait = _histogram(
             "db_client_connection_wait_time_seconds",
@@ -233,19 +251,27 @@ class Metrics:
 
     # recording
 
-    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def http_request(
+        self, method: str, route: str, status: int, scheme: str, seconds: float
+    ) -> None:
+        """One served request; `method`, `route` and `scheme` already bounded by the caller."""
+        error_type = str(status) if status >= 500 else ""
         if self._prom is not None:
-            self._prom.http_duration.labels(method, route, str(status)).observe(seconds)
+            self._prom.http_duration.labels(method, route, str(status), scheme, error_type).observe(
+                seconds
+            )
             self._refresh_runtime()
         if self._otel:
-            self._otel["http_duration"].record(
-                seconds,
-                {
-                    "http.request.method": method,
-                    "http.route": route,
-                    "http.response.status_code": status,
-                },
-            )
+            attributes: dict[str, str | int] = {
+                "http.request.method": method,
+                "http.response.status_code": status,
+                "url.scheme": scheme,
+            }
+            if route:
+                attributes["http.route"] = route
+            if error_type:
+                attributes["error.type"] = error_type
+            self._otel["http_duration"].record(seconds, attributes)
 
     # Per-request counts that need no exemplar are kept in plain dicts and read by
     # observable OpenTelemetry instruments at export time: a dict update costs a fraction
@@ -264,11 +290,26 @@ class Metrics:
             for method, value in list(self._active.items())
         ]
 
-    def db_operation(self, system: str, operation: str, error_type: str, seconds: float) -> None:
+    def db_operation(
+        self,
+        system: str,
+        namespace: str,
+        operation: str,
+        collection: str,
+        error_type: str,
+        seconds: float,
+    ) -> None:
+        """One SQL statement; `collection` is empty unless it names exactly one table."""
         if self._prom is not None:
-            self._prom.db_operation.labels(system, operation, error_type).observe(seconds)
+            self._prom.db_operation.labels(
+                system, namespace, operation, collection, error_type
+            ).observe(seconds)
         if self._otel:
             attributes = {"db.system.name": system, "db.operation.name": operation}
+            if namespace:
+                attributes["db.namespace"] = namespace
+            if collection:
+                attributes["db.collection.name"] = collection
             if error_type:
                 attributes["error.type"] = error_type
             self._otel["db_operation"].record(seconds, attributes)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
 from service.errors import InvalidCursor
+from service.fields import AsciiInteger
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ class SortKey:
 
 
 class ListArgsSchema(ma.Schema):
-    limit = ma.fields.Integer(
+    limit = AsciiInteger(
         load_default=DEFAULT_LIMIT,
         validate=ma.validate.Range(min=1, max=MAX_LIMIT),
         metadata={"description": f"Page size, 1 to {MAX_LIMIT}"},

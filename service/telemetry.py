@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.http import sanitize_method
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
@@ -51,7 +53,9 @@ UNOBSERVED_PREFIXES = ("/health/", "/metrics", "/static/", "/docs", "/openapi.js
 DEFAULT_SAMPLE_RATIO = 0.1
 SHUTDOWN_TIMEOUT_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-_SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+\"?([A-Za-z_][A-Za-z0-9_]*)", re.I)
+# A table after FROM, INTO or JOIN, or after a leading UPDATE (not `FOR UPDATE`, `DO UPDATE`).
+_SQL_TABLE = re.compile(r"(?:\b(?:FROM|INTO|JOIN)|^\s*UPDATE)\s+\"?([A-Za-z_][A-Za-z0-9_]*)", re.I)
+_SCHEMES = frozenset(("http", "https"))
 
 
 def _truthy(name: str) -> bool:
@@ -303,8 +307,10 @@ def route_template(rule: str) -> str:
 @dataclass
 class _Request:
     started: float
-    method: str
-    route: str
+    method: str  # as sent
+    metric_method: str  # bounded: a known method or _OTHER
+    route: str  # the template, "" when no route matched
+    scheme: str
     observed: bool
     span: Any = None
     token: Any = None
@@ -314,19 +320,25 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
     def before() -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
         rule = req.url_rule
+        scheme = req.scheme
         state = _Request(
             started=time.perf_counter(),
             method=req.method,
+            # Labels stay bounded whatever a client sends (HTTP semantic conventions):
+            # a made-up method is _OTHER, an unmatched path has no route.
+            metric_method=sanitize_method(req.method),
             route=route_template(rule.rule) if rule is not None else "",
+            scheme=scheme if scheme in _SCHEMES else "_OTHER",
             observed=not req.path.startswith(UNOBSERVED_PREFIXES),
         )
         g.observed_request = state
         if not state.observed:
             return
-        metrics.active_requests(state.method, 1)
+        metrics.active_requests(state.metric_method, 1)
         if spans:
             parent = propagate.extract(req.headers) if _has_trace_headers(req.environ) else None
-            name = f"{state.method} {state.route}" if state.route else state.method
+            method = "HTTP" if state.metric_method == "_OTHER" else state.metric_method
+            name = f"{method} {state.route}" if state.route else method
             span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
             if span.is_recording():
                 span.set_attributes(_server_attributes(req, state))
@@ -355,7 +367,7 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
         if state.observed:
             # Recorded while the server span is current, so the histogram keeps its trace
             # id as an exemplar (OTLP path).
-            metrics.http_request(state.method, state.route, status, seconds)
+            metrics.http_request(state.metric_method, state.route, status, state.scheme, seconds)
             if status == 429:
                 metrics.rate_limited(state.route)
         app_logging.log_access(state.method, state.route, status, seconds)
@@ -365,7 +377,7 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
         state: _Request | None = g.pop("observed_request", None)
         if state is None or not state.observed:
             return
-        metrics.active_requests(state.method, -1)
+        metrics.active_requests(state.metric_method, -1)
         if state.span is not None:
             if exc is not None and state.span.is_recording():
                 state.span.record_exception(exc)
@@ -397,14 +409,16 @@ def _has_trace_headers(environ: dict[str, Any]) -> bool:
 def _server_attributes(req: Any, state: _Request) -> dict[str, Any]:
     environ = req.environ
     attributes: dict[str, Any] = {
-        "http.request.method": state.method,
+        "http.request.method": state.metric_method,
         "url.path": req.path,
-        "url.scheme": req.scheme,
+        "url.scheme": state.scheme,
         "server.address": req.host.split(":")[0],
         "network.protocol.version": environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
         "client.address": req.remote_addr or "",
         "user_agent.original": req.user_agent.string,
     }
+    if state.metric_method != state.method:
+        attributes["http.request.method_original"] = state.method
     if state.route:
         attributes["http.route"] = state.route
     port = environ.get("SERVER_PORT")
@@ -462,9 +476,10 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().instrument(engine=engine)
+    namespace = url.database or ""
     base_attributes: dict[str, Any] = {"db.system.name": system}
-    if url.database:
-        base_attributes["db.namespace"] = url.database
+    if namespace:
+        base_attributes["db.namespace"] = namespace
     if url.host:
         base_attributes["server.address"] = url.host
     if url.port:
@@ -474,24 +489,25 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
     def before(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
         ctx._gb_started = time.perf_counter()
         if make_spans and trace.get_current_span().is_recording():
-            operation = _operation(statement)
-            table = _SQL_TABLE.search(statement[:400])
-            name = f"{operation} {table.group(1)}" if table else operation
+            operation, collection = statement_summary(statement)
+            name = f"{operation} {collection}" if collection else operation
             attributes = {
                 **base_attributes,
                 "db.operation.name": operation,
                 # Bound parameters only: SQLAlchemy never inlines values into the text.
                 "db.query.text": statement,
             }
-            if table:
-                attributes["db.collection.name"] = table.group(1)
+            if collection:
+                attributes["db.collection.name"] = collection
             ctx._gb_span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
     @event.listens_for(engine, "after_cursor_execute")
     def after(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
         started = getattr(ctx, "_gb_started", None)
         if started is not None:
-            metrics.db_operation(system, _operation(statement), "", time.perf_counter() - started)
+            operation, collection = statement_summary(statement)
+            seconds = time.perf_counter() - started
+            metrics.db_operation(system, namespace, operation, collection, "", seconds)
         span = getattr(ctx, "_gb_span", None)
         if span is not None:
             span.end()
@@ -506,9 +522,9 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
         started = getattr(ctx, "_gb_started", None)
         statement = exception_context.statement or ""
         if started is not None:
-            metrics.db_operation(
-                system, _operation(statement), error_type, time.perf_counter() - started
-            )
+            operation, collection = statement_summary(statement)
+            seconds = time.perf_counter() - started
+            metrics.db_operation(system, namespace, operation, collection, error_type, seconds)
         span = getattr(ctx, "_gb_span", None)
         if span is not None:
             span.set_attribute("error.type", error_type)
@@ -536,6 +552,15 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
 _OPERATIONS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
-def _operation(statement: str) -> str:
+@functools.lru_cache(maxsize=1024)
+def statement_summary(statement: str) -> tuple[str, str]:
+    """`db.operation.name` and `db.collection.name` ("" unless exactly one table) of a statement.
+
+    The semantic conventions name a collection parsed from the query text only when the text
+    names one. Cached: SQLAlchemy's compiled cache hands over the same few statement strings,
+    and every value comes from the application's SQL, never from a client, so both are bounded.
+    """
     head = statement.lstrip()[:6].upper()
-    return head if head in _OPERATIONS else "OTHER"
+    operation = head if head in _OPERATIONS else "OTHER"
+    tables = set(_SQL_TABLE.findall(statement))
+    return operation, tables.pop() if len(tables) == 1 else ""

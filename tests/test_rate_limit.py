@@ -76,3 +76,46 @@ def test_limits_can_be_switched_off(sqlite_url: str) -> None:
     app = build_app(sqlite_url, RATELIMIT_ENABLED="false", RATELIMIT_DEFAULT="1 per minute")
     client = app.test_client()
     assert [client.get("/api/v1/categories").status_code for _ in range(3)] == [200] * 3
+
+
+# Issue 10, finding 9: one allowance per client across every route, 401s and 404s included.
+
+
+def test_one_allowance_across_all_routes(sqlite_url: str) -> None:
+    client = _limited_app(sqlite_url).test_client()
+    assert client.get("/api/v1/categories").status_code == 200
+    assert client.get("/api/v1/products").status_code == 200
+    assert client.get("/api/v1/reports/sales").status_code == 200
+    for path in ("/api/v1/categories", "/api/v1/products", "/api/v1/orders"):
+        refused = client.get(path)
+        assert refused.status_code == 429, path
+        assert refused.headers["RateLimit-Limit"] == "3"
+
+
+def test_not_found_and_unauthorized_count_against_the_allowance(sqlite_url: str) -> None:
+    client = _limited_app(sqlite_url).test_client()
+    assert client.get("/api/v1/no-such-thing").status_code == 404  # matches no route
+    assert client.get("/api/v1/products/999999").status_code == 404
+    assert client.post("/api/v1/categories", json={"name": "x"}).status_code == 401
+    for path in ("/api/v1/no-such-thing", "/api/v1/categories"):
+        refused = client.get(path)
+        assert refused.status_code == 429, path
+        assert refused.content_type == "application/problem+json"
+    assert client.open("/api/v1/categories", method="BREW").status_code == 429
+
+
+# Issue 10, finding 6: a 503 says when the service expects to be back, not the limiter.
+
+
+def test_a_503_keeps_the_services_own_retry_after() -> None:
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    app = build_app(
+        unreachable,
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_DEFAULT="100 per hour",
+        DATABASE_CONNECT_TIMEOUT=1,
+    )
+    response = app.test_client().get("/api/v1/categories")
+    assert response.status_code == 503
+    assert response.headers.getlist("Retry-After") == ["5"]
+    assert response.headers["RateLimit-Remaining"] == "99"  # the request still counted

@@ -4,7 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.fields import MAX_ID, MAX_PRICE, Id, Money, StrictSchema, Text
+from service.fields import MAX_PRICE, Id, Money, StrictSchema, Text
 from service.pagination import ListArgsSchema
 
 PRODUCT_SORTS = ("name", "-name", "price", "-price", "created_at", "-created_at")
@@ -12,14 +12,14 @@ PRODUCT_SORTS = ("name", "-name", "price", "-price", "created_at", "-created_at"
 
 class CategorySchema(StrictSchema):
     id = ma.fields.Integer(dump_only=True)
-    name = Text(min=1, max=120, required=True, metadata={"example": "Coffee"})
+    name = Text(min=1, max=120, blank=False, required=True, metadata={"example": "Coffee"})
     description = Text(max=2000, multiline=True, load_default="")
     created_at = ma.fields.AwareDateTime(dump_only=True)
     updated_at = ma.fields.AwareDateTime(dump_only=True)
 
 
 class CategoryUpdateSchema(StrictSchema):
-    name = Text(min=1, max=120)
+    name = Text(min=1, max=120, blank=False)
     description = Text(max=2000, multiline=True)
 
 
@@ -35,7 +35,9 @@ class ProductSchema(StrictSchema):
         validate=[ma.validate.Length(min=1, max=64), ma.validate.Regexp(r"^[A-Za-z0-9._-]+$")],
         metadata={"example": "COF-0001", "description": "Letters, digits, '.', '_' or '-'"},
     )
-    name = Text(min=1, max=200, required=True, metadata={"example": "Espresso beans 1 kg"})
+    name = Text(
+        min=1, max=200, blank=False, required=True, metadata={"example": "Espresso beans 1 kg"}
+    )
     description = Text(max=5000, multiline=True, load_default="")
     price = Money(required=True, maximum=MAX_PRICE)
     stock = ma.fields.Integer(
@@ -50,7 +52,7 @@ class ProductUpdateSchema(StrictSchema):
     sku = ma.fields.String(
         validate=[ma.validate.Length(min=1, max=64), ma.validate.Regexp(r"^[A-Za-z0-9._-]+$")]
     )
-    name = Text(min=1, max=200)
+    name = Text(min=1, max=200, blank=False)
     description = Text(max=5000, multiline=True)
     price = Money(maximum=MAX_PRICE)
     stock = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=1_000_000_000))
@@ -63,7 +65,7 @@ class ProductPageSchema(ma.Schema):
 
 
 class ProductListArgsSchema(ListArgsSchema):
-    category_id = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID))
+    category_id = Id()
     min_price = Money()
     max_price = Money()
     q = Text(min=1, max=100, metadata={"description": "Case-insensitive search in the name"})

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
+import string
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import requests
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import TABLES
 from tests.telemetry.conftest import Stack
 from tests.telemetry.otlp import attributes, wait_for
 from tests.telemetry.test_traces import _create_product
@@ -17,9 +23,15 @@ EXPECTED = {
         "http.request.method",
         "http.route",
         "http.response.status_code",
+        "url.scheme",
     },
     "http.server.active_requests": {"http.request.method"},
-    "db.client.operation.duration": {"db.system.name", "db.operation.name"},
+    "db.client.operation.duration": {
+        "db.system.name",
+        "db.namespace",
+        "db.operation.name",
+        "db.collection.name",
+    },
     "db.client.connection.count": {"db.client.connection.state", "db.client.connection.pool.name"},
     "db.client.connection.wait_time": {"db.client.connection.pool.name"},
     "glassbox.cache.requests": {"cache.name", "result"},
@@ -143,3 +155,159 @@ def test_scrape_counts_every_worker(stack: Stack) -> None:
         if sample.name == "process_memory_usage_bytes"
     }
     assert len(workers) == 2
+
+
+# Bounded labels (issue 10, finding 4; issue 14): whatever clients send, the number of
+# series stays fixed. Methods as the HTTP semantic conventions say (known, else _OTHER),
+# routes as templates (none for a path that matches no route).
+
+# RFC 9110, PATCH (RFC 5789) and QUERY: the list opentelemetry-util-http knows.
+KNOWN_METHODS = {
+    "CONNECT",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PUT",
+    "TRACE",
+    "QUERY",
+}
+NORMALISED_METHODS = KNOWN_METHODS | {"_OTHER"}
+SCHEMES = {"http", "https"}
+JUNK_SHAPES = 4  # requests per round of _send_junk
+
+
+def _send_junk(stack: Stack, rounds: int, seed: int) -> int:
+    """Made-up methods and paths, as a scanner sends them; returns the made-up-method count."""
+    rng = random.Random(seed)
+    close = {"Connection": "close"}  # a new connection each time: both workers get some
+    for _ in range(rounds):
+        method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 12)))
+        path = f"/{rng.choice(['api/v1', 'wp-admin', 'cgi-bin'])}/{uuid.uuid4().hex}"
+        assert (
+            requests.request(method, stack.url(path), headers=close, timeout=10).status_code == 404
+        )
+        known = requests.request(method, stack.url("/api/v1/categories"), headers=close, timeout=10)
+        assert known.status_code == 405
+        assert requests.get(stack.url(path), headers=close, timeout=10).status_code == 404
+        # gunicorn trusts X-Forwarded-Proto from 127.0.0.1: a made-up scheme is plain http.
+        scheme = {**close, "X-Forwarded-Proto": rng.choice(["https", "gopher", uuid.uuid4().hex])}
+        assert requests.get(stack.url("/api/v1/categories"), headers=scheme, timeout=10).ok
+    return 2 * rounds
+
+
+def _scraped_series(stack: Stack) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    body = requests.get(stack.url("/metrics"), timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name.startswith(("http_server_", "glassbox_ratelimit"))
+    }
+
+
+def test_junk_methods_and_paths_add_no_scraped_series(stack: Stack) -> None:
+    _send_junk(stack, 20, seed=1)
+    before = _scraped_series(stack)
+    size_before = len(requests.get(stack.url("/metrics"), timeout=10).content)
+    _send_junk(stack, 40, seed=2)  # 160 requests, 40 new methods and 40 new paths
+    after = _scraped_series(stack)
+    size_after = len(requests.get(stack.url("/metrics"), timeout=10).content)
+    print(
+        f"/metrics: {len(before)} HTTP series and {size_before} bytes before 160 junk "
+        f"requests, {len(after)} and {size_after} bytes after"
+    )
+    assert after - before == set()
+    assert len(after) == len(before)
+    labels = [dict(series) for _, series in after]
+    assert {series["http_request_method"] for series in labels} <= NORMALISED_METHODS
+    assert {series["url_scheme"] for series in labels if "url_scheme" in series} <= SCHEMES
+    routes = {series.get("http_route", "") for series in labels}
+    assert routes <= _route_templates(stack) | {""}
+    for series in labels:
+        if "error_type" in series:  # only on the duration histogram
+            status = series["http_response_status_code"]
+            assert series["error_type"] == (status if status.startswith("5") else "")
+
+
+def _route_templates(stack: Stack) -> set[str]:
+    return set(requests.get(stack.url("/openapi.json"), timeout=10).json()["paths"])
+
+
+def _latest_points(stack: Stack, name: str) -> dict[tuple[Any, ...], Any]:
+    """The newest cumulative point of `name` per (worker, attribute set)."""
+    latest: dict[tuple[Any, ...], Any] = {}
+    for resource, metric in stack.receiver.metrics():
+        if resource.get("service.name") != "glassbox-api" or metric.name != name:
+            continue
+        for point in _points(metric):
+            labels = attributes(point.attributes)
+            key = (resource.get("service.instance.id"), tuple(sorted(labels.items())))
+            if key not in latest or point.time_unix_nano >= latest[key].time_unix_nano:
+                latest[key] = point
+    return latest
+
+
+def _exported_other_count(stack: Stack) -> int:
+    points = _latest_points(stack, "http.server.request.duration")
+    return sum(
+        point.count
+        for (_, labels), point in points.items()
+        if dict(labels).get("http.request.method") == "_OTHER"
+    )
+
+
+def _attribute_sets(stack: Stack, name: str) -> set[tuple[Any, ...]]:
+    return {labels for _, labels in _latest_points(stack, name)}
+
+
+def _values(sets: Iterable[tuple[Any, ...]], key: str) -> set[Any]:
+    return {dict(labels)[key] for labels in sets if key in dict(labels)}
+
+
+def test_junk_methods_and_paths_add_no_otlp_series(stack: Stack) -> None:
+    start = _exported_other_count(stack)
+    sent = _send_junk(stack, 20, seed=3)
+    wait_for(lambda: _exported_other_count(stack) >= start + sent, what="junk requests exported")
+    first = _attribute_sets(stack, "http.server.request.duration")
+    sent += _send_junk(stack, 40, seed=4)
+    wait_for(lambda: _exported_other_count(stack) >= start + sent, what="more junk exported")
+    second = _attribute_sets(stack, "http.server.request.duration")
+    assert second - first == set()
+    assert _values(second, "http.request.method") <= NORMALISED_METHODS
+    assert _values(second, "http.route") <= _route_templates(stack)
+    assert _values(second, "url.scheme") <= SCHEMES
+    for labels in map(dict, second):
+        status = labels["http.response.status_code"]
+        assert labels.get("error.type") == (str(status) if status >= 500 else None), labels
+        if labels["http.request.method"] == "_OTHER":  # matched no route
+            assert "http.route" not in labels, labels
+    active = _attribute_sets(stack, "http.server.active_requests")
+    assert _values(active, "http.request.method") <= NORMALISED_METHODS
+
+
+def test_database_attributes_are_bounded(stack: Stack) -> None:
+    _place_and_cancel(stack)
+
+    def exported() -> set[tuple[Any, ...]] | None:
+        sets = _attribute_sets(stack, "db.client.operation.duration")
+        return sets if _values(sets, "db.collection.name") else None
+
+    sets = wait_for(exported, what="database operations exported")
+    database = sa.engine.make_url(stack.env["DATABASE_URL"]).database
+    assert _values(sets, "db.namespace") == {database}
+    collections = _values(sets, "db.collection.name")
+    assert {"products", "orders"} <= collections
+    assert collections <= set(TABLES) | {"alembic_version"}
+    assert _values(sets, "db.operation.name") <= {"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"}
+    scraped = requests.get(stack.url("/metrics"), timeout=10).text
+    samples = [
+        sample.labels
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "db_client_operation_duration_seconds_count"
+    ]
+    assert {labels["db_namespace"] for labels in samples} == {database}
+    assert {labels["db_collection_name"] for labels in samples} <= collections | {""}
