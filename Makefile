@@ -19,7 +19,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 .PHONY: help venv run serve serve-payments migrate test lint format clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,10 +100,16 @@ lab: venv  ## The lab: CPU-bound vs IO-bound, py-spy beside traces (LAB_DATABASE
 # The same checks run in `make test` (tests/deploy); the PgBouncer and migration-lock tests
 # there need PostgreSQL (TEST_DATABASE_URL) and run with the rest of the suite.
 K8S_OVERLAY ?= prod
-.PHONY: check-deploy manifests
+# kustomize loads nothing from outside k8s/, so the collector's config (one source, shared
+# with compose) is copied under k8s/base; tests/deploy fails when the copy is stale.
+K8S_COLLECTOR_CONFIG := k8s/base/otel-collector-config.yaml
+.PHONY: check-deploy manifests k8s-config
 
-check-deploy: venv  ## hadolint, kustomize + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
+check-deploy: venv  ## hadolint, kubectl kustomize (no flags) + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
 
-manifests: venv  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl would apply them
-	@$(BIN)/kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/$(K8S_OVERLAY)
+k8s-config:  ## Copy observability/otel-collector/config.yaml into k8s/base (after editing it)
+	@cp observability/otel-collector/config.yaml $(K8S_COLLECTOR_CONFIG)
+
+manifests: venv k8s-config  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl apply -k would apply them
+	@$(BIN)/kubectl kustomize k8s/overlays/$(K8S_OVERLAY)
