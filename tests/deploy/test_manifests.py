@@ -341,4 +341,3 @@ def test_the_collector_config_copy_matches_its_source() -> None:
     source = ROOT / "observability" / "otel-collector" / "config.yaml"
     copy = ROOT / "k8s" / "base" / "otel-collector-config.yaml"
     assert copy.read_bytes() == source.read_bytes(), "run `make k8s-config`"
-
