@@ -19,7 +19,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 .PHONY: help venv run serve serve-payments migrate test lint format clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,13 +71,19 @@ clean:  ## Remove .venv, the SQLite database and caches
 # URL of the running server for `make load` and `make profile`.
 LOAD_URL ?= http://$(HOST):$(PORT)
 LOAD_SHAPE ?= smoke
-.PHONY: load profile bench
+.PHONY: load load-ui profile bench
 
 load: venv  ## Locust, headless, against LOAD_URL (LOAD_SHAPE=smoke|steady|spike|soak); reports in loadtests/results/
 	@mkdir -p loadtests/results
 	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(LOAD_URL) --shape $(LOAD_SHAPE) \
 		--csv loadtests/results/$(LOAD_SHAPE) --html loadtests/results/$(LOAD_SHAPE).html \
 		--only-summary --exit-code-on-error 1
+
+LOAD_UI_PORT ?= 8089
+load-ui: venv  ## Locust's web UI on http://127.0.0.1:LOAD_UI_PORT (8089): shoppers against LOAD_URL, start and watch them there
+	@echo "Locust's web UI: http://127.0.0.1:$(LOAD_UI_PORT)  (shoppers against $(LOAD_URL), shape $(LOAD_SHAPE))"
+	$(BIN)/locust -f loadtests/locustfile.py --host $(LOAD_URL) --shape $(LOAD_SHAPE) \
+		--web-host 127.0.0.1 --web-port $(LOAD_UI_PORT)
 
 profile: venv  ## py-spy flame graphs (SVG, speedscope) and dumps of the gunicorn workers at LOAD_URL under load; in profiling/results/
 	$(BIN)/python -m profiling.capture --url $(LOAD_URL)
@@ -96,14 +102,41 @@ lab: venv  ## The lab: CPU-bound vs IO-bound, py-spy beside traces (LAB_DATABASE
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	LAB_DATABASE_URL=$(LAB_DATABASE_URL) $(BIN)/python -m profiling.lab
 
+# --- The compose stack (README "The stack"): Docker with Compose v2 ---
+# STACK_ENV holds the stack's secrets; made once with random values, then kept (the
+# database volume was initialised with them).
+STACK_ENV ?= .env
+DOCKER ?= docker
+STACK_SECRETS := POSTGRES_PASSWORD REDIS_PASSWORD SECRET_KEY GRAFANA_ADMIN_PASSWORD
+.PHONY: stack-up stack-down dashboards
+
+$(STACK_ENV):
+	@umask 077; $(PYTHON) -c 'import secrets, sys; [print(f"{n}={secrets.token_urlsafe(32)}") for n in sys.argv[1:]]' $(STACK_SECRETS) > $@
+	@echo "wrote $@: random secrets for the stack (keep it: the database volume uses them)"
+
+stack-up: $(STACK_ENV)  ## The whole stack in Docker (API, payments, PostgreSQL, Redis, collector, Jaeger, Prometheus, Grafana); makes .env once
+	$(DOCKER) compose --env-file $(STACK_ENV) up -d --build
+
+stack-down:  ## Stop the stack (STACK_DOWN_ARGS=-v also drops its volumes)
+	$(DOCKER) compose --env-file $(STACK_ENV) down $(STACK_DOWN_ARGS)
+
+dashboards: venv  ## Regenerate the Grafana dashboards' JSON from observability/grafana/dashboards.py
+	$(BIN)/python observability/grafana/dashboards.py
+
 # --- Deployment (docs/deploy.md): Dockerfile, k8s/, .github/workflows/, compose.yaml ---
 # The same checks run in `make test` (tests/deploy); the PgBouncer and migration-lock tests
 # there need PostgreSQL (TEST_DATABASE_URL) and run with the rest of the suite.
 K8S_OVERLAY ?= prod
-.PHONY: check-deploy manifests
+# kustomize loads nothing from outside k8s/, so the collector's config (one source, shared
+# with compose) is copied under k8s/base; tests/deploy fails when the copy is stale.
+K8S_COLLECTOR_CONFIG := k8s/base/otel-collector-config.yaml
+.PHONY: check-deploy manifests k8s-config
 
-check-deploy: venv  ## hadolint, kustomize + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
+check-deploy: venv  ## hadolint, kubectl kustomize (no flags) + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
 
-manifests: venv  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl would apply them
-	@$(BIN)/kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/$(K8S_OVERLAY)
+k8s-config:  ## Copy observability/otel-collector/config.yaml into k8s/base (after editing it)
+	@cp observability/otel-collector/config.yaml $(K8S_COLLECTOR_CONFIG)
+
+manifests: venv k8s-config  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl apply -k would apply them
+	@$(BIN)/kubectl kustomize k8s/overlays/$(K8S_OVERLAY)

@@ -39,6 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app_logging.configure_logging(
         settings["LOG_LEVEL"],
         service_name=os.environ.get("OTEL_SERVICE_NAME") or app_logging.SERVICE_NAME,
+        log_format=settings["LOG_FORMAT"],
+        environment=settings["GLASSBOX_ENV"],
     )
 
     app = Flask(__name__)

@@ -252,7 +252,13 @@ VARIABLES: tuple[Variable, ...] = (
         _origins,
         "browser origins allowed to call /api/ (comma-separated); empty: no CORS headers",
     ),
-    Variable("LOG_LEVEL", "INFO", _log_level, "level of the JSON logs on stdout"),
+    Variable("LOG_LEVEL", "INFO", _log_level, "level of the logs on stdout"),
+    Variable(
+        "LOG_FORMAT",
+        "auto",
+        _choice("auto", "json", "console"),
+        "json lines, or console (readable); auto: console on a development terminal, else json",
+    ),
     Variable(
         "DEV_API_KEY",
         DEFAULT_DEV_API_KEY,
@@ -337,6 +343,9 @@ OTEL_VARIABLES: tuple[str, ...] = (
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_METRIC_EXPORT_INTERVAL",
@@ -344,6 +353,54 @@ OTEL_VARIABLES: tuple[str, ...] = (
     "OTEL_METRICS_EXPORTER",
     "OTEL_LOGS_EXPORTER",
 )
+
+
+OTEL_SIGNALS = ("TRACES", "METRICS", "LOGS")
+OTEL_EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+@dataclass(frozen=True)
+class SignalExport:
+    """Where one signal goes: OTEL_<SIGNAL>_EXPORTER and its OTLP protocol."""
+
+    exporters: tuple[str, ...]  # empty: exported nowhere
+    protocol: str
+
+
+def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalExport]:
+    """Validate the SDK's exporter variables as glassbox's own settings are validated.
+
+    The SDK's documented values only: `otlp`, `console`, `none` (comma-separated lists
+    allowed) and the protocols `grpc`, `http/protobuf`; anything else refuses the start
+    with the variable's name instead of being silently ignored.
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    general = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip().lower() or "http/protobuf"
+    if general not in OTLP_PROTOCOLS:
+        problems.append(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={general!r}: expected one of {', '.join(OTLP_PROTOCOLS)}"
+        )
+    exports: dict[str, SignalExport] = {}
+    for signal in OTEL_SIGNALS:
+        name = f"OTEL_{signal}_EXPORTER"
+        # Logs are opt-in: the JSON lines on stdout already carry the trace ids.
+        raw = environ.get(name, "").strip().lower() or ("none" if signal == "LOGS" else "otlp")
+        chosen = tuple(part.strip() for part in raw.split(",") if part.strip())
+        unknown = [part for part in chosen if part not in OTEL_EXPORTERS]
+        if unknown or ("none" in chosen and len(chosen) > 1):
+            problems.append(f"{name}={raw!r}: expected otlp, console, both (otlp,console) or none")
+        protocol_name = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+        protocol = environ.get(protocol_name, "").strip().lower() or general
+        if protocol not in OTLP_PROTOCOLS:
+            problems.append(
+                f"{protocol_name}={protocol!r}: expected one of {', '.join(OTLP_PROTOCOLS)}"
+            )
+        exports[signal] = SignalExport(tuple(p for p in chosen if p != "none"), protocol)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return exports
 
 
 def all_variable_names() -> frozenset[str]:

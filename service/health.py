@@ -92,6 +92,7 @@ def readiness() -> tuple[dict[str, Any], int]:
 @blp.route("/live")
 class Live(MethodView):
     @blp.response(200, HealthSchema)
+    @blp.doc(operationId="getLiveness")
     def get(self) -> Any:
         """Is the process up (no dependency is called)"""
         return {"status": "ok", "checks": {}}
@@ -101,6 +102,7 @@ class Live(MethodView):
 class Ready(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="A required dependency is down")
+    @blp.doc(operationId="getReadiness")
     def get(self) -> Any:
         """Can the service take traffic (database and cache checked)"""
         return readiness()

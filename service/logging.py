@@ -1,10 +1,17 @@
-"""JSON logs on stdout (python-json-logger) and one access line per request."""
+"""Logs on stdout and one access line per request.
+
+JSON lines (python-json-logger) for log collectors: in production, under gunicorn, when
+stdout is not a terminal, or with LOG_FORMAT=json. A readable one-line-per-record console
+format on a development terminal, or with LOG_FORMAT=console.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 from flask import request
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -49,15 +56,115 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(level: str = "INFO", service_name: str = SERVICE_NAME) -> None:
-    """Route the root logger to one JSON handler on stdout; safe to call more than once."""
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "service",
+    "trace_id",
+    "span_id",
+    "color_message",
+}
+_LEVEL_COLORS = {
+    "DEBUG": "\033[2m",
+    "INFO": "\033[36m",
+    "WARNING": "\033[33m",
+    "ERROR": "\033[31m",
+    "CRITICAL": "\033[1;31m",
+}
+
+
+class ConsoleFormatter(logging.Formatter):
+    """`12:03:04 INFO  glassbox.access  GET /api/v1/products/{product_id} 404 2.1 ms`.
+
+    One line per record for a developer's terminal; extras as key=value, the whole trace
+    id (to paste into Jaeger), the traceback below. Colours only on a terminal without
+    NO_COLOR.
+    """
+
+    def __init__(self, *, color: bool = False) -> None:
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname:<7}"
+        if self.color:
+            level = f"{_LEVEL_COLORS.get(record.levelname, '')}{level}\033[0m"
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {level} {record.name}  {self._message(record)}"
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            line += f"  trace={trace_id}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+    @staticmethod
+    def _message(record: logging.LogRecord) -> str:
+        extras = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+        }
+        if record.name == access_log.name and "status" in extras:
+            route = extras.pop("route", None) or extras.pop("path", "")
+            extras.pop("path", None)
+            head = (
+                f"{extras.pop('method', '')} {route} {extras.pop('status')} "
+                f"{extras.pop('duration_ms', 0):.1f} ms"
+            )
+        else:
+            head = record.getMessage()
+        tail = " ".join(f"{key}={value}" for key, value in extras.items())
+        return f"{head}  {tail}" if tail else head
+
+
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def choose_format(requested: str, environment: str, stream: TextIO | None = None) -> str:
+    """`json` or `console` for LOG_FORMAT=`requested` (auto, json, console).
+
+    auto: console only on a development terminal that is not gunicorn's (gunicorn's own
+    lines are JSON, and a mix would be read by nobody's log collector).
+    """
+    if requested in ("json", "console"):
+        return requested
+    stream = sys.stdout if stream is None else stream
+    on_terminal = bool(getattr(stream, "isatty", lambda: False)())
+    under_gunicorn = "gunicorn.arbiter" in sys.modules
+    if environment == "development" and on_terminal and not under_gunicorn:
+        return "console"
+    return "json"
+
+
+def configure_logging(
+    level: str = "INFO",
+    service_name: str = SERVICE_NAME,
+    *,
+    log_format: str | None = None,
+    environment: str | None = None,
+) -> None:
+    """Route the root logger to one handler on stdout; safe to call more than once.
+
+    `log_format` and `environment` default to LOG_FORMAT and GLASSBOX_ENV (the payments
+    service reads them here; the API passes its validated settings).
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
+    requested = (log_format or os.environ.get("LOG_FORMAT", "") or "auto").strip().lower()
+    env = (environment or os.environ.get("GLASSBOX_ENV", "") or "development").strip().lower()
     handler = logging.StreamHandler(sys.stdout)
     setattr(handler, _HANDLER_MARK, True)
-    handler.setFormatter(json_formatter())
+    if choose_format(requested, env, sys.stdout) == "console":
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        handler.setFormatter(ConsoleFormatter(color=color))
+    else:
+        handler.setFormatter(json_formatter())
     handler.addFilter(ContextFilter(service_name))
     root.addHandler(handler)
     root.setLevel(level)

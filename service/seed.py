@@ -14,6 +14,7 @@ from service.catalog.models import Category, Product
 from service.database import CENT, utcnow
 from service.extensions import db
 from service.orders.models import Order, OrderItem, OrderStatus
+from service.progress import progress
 
 CATEGORIES = (
     ("Coffee", "Beans and ground coffee"),
@@ -24,6 +25,7 @@ CATEGORIES = (
     ("Books", "On coffee, tea and how to make them"),
 )
 ADJECTIVES = ("Classic", "Dark", "Bright", "Smooth", "Bold", "Organic", "Single-origin", "Smoky")
+ORDER_BATCH = 1000
 NOUNS = ("blend", "roast", "kit", "mug", "set", "box", "sampler", "edition")
 
 
@@ -40,29 +42,31 @@ def seed_categories() -> list[int]:
 
 
 def seed_products(count: int, *, rng: random.Random, batch: int = 5000) -> int:
-    """Insert `count` products in batches (fast enough for 200,000+)."""
+    """Insert `count` products in batches (fast enough for 200,000+), showing progress."""
     category_ids = seed_categories()
     start = (db.session.scalar(select(func.max(Product.id))) or 0) + 1
     now = utcnow()
     inserted = 0
-    while inserted < count:
-        rows = []
-        for n in range(start + inserted, start + min(count, inserted + batch)):
-            rows.append(
-                {
-                    "sku": f"SKU-{n:08d}",
-                    "name": f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {n}",
-                    "description": "",
-                    "price": (Decimal(rng.randint(199, 19999)) / 100).quantize(CENT),
-                    "stock": rng.randint(0, 500),
-                    "category_id": rng.choice(category_ids),
-                    "created_at": now - timedelta(seconds=count - n),
-                    "updated_at": now,
-                }
-            )
-        db.session.execute(insert(Product), rows)
-        db.session.commit()
-        inserted += len(rows)
+    with progress("products", total=count) as advance:
+        while inserted < count:
+            rows = []
+            for n in range(start + inserted, start + min(count, inserted + batch)):
+                rows.append(
+                    {
+                        "sku": f"SKU-{n:08d}",
+                        "name": f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {n}",
+                        "description": "",
+                        "price": (Decimal(rng.randint(199, 19999)) / 100).quantize(CENT),
+                        "stock": rng.randint(0, 500),
+                        "category_id": rng.choice(category_ids),
+                        "created_at": now - timedelta(seconds=count - n),
+                        "updated_at": now,
+                    }
+                )
+            db.session.execute(insert(Product), rows)
+            db.session.commit()
+            inserted += len(rows)
+            advance(len(rows))
     return inserted
 
 
@@ -72,22 +76,27 @@ def seed_orders(count: int, *, rng: random.Random, days: int = 60) -> int:
     if not products:
         return 0
     now = utcnow()
-    for n in range(count):
-        chosen = rng.sample(products, k=min(len(products), rng.randint(1, 4)))
-        items = [
-            OrderItem(product_id=pid, quantity=rng.randint(1, 3), unit_price=price)
-            for pid, price in chosen
-        ]
-        order = Order(
-            customer_email=f"customer{rng.randint(1, 200)}@example.com",
-            status=OrderStatus.CANCELLED if n % 12 == 0 else OrderStatus.PAID,
-            total=sum((i.unit_price * i.quantity for i in items), Decimal(0)),
-            payment_reference=f"seed-{n}",
-            created_at=now - timedelta(minutes=rng.randint(0, days * 24 * 60)),
-            items=items,
-        )
-        db.session.add(order)
-    db.session.commit()
+    with progress("orders", total=count) as advance:
+        for n in range(count):
+            chosen = rng.sample(products, k=min(len(products), rng.randint(1, 4)))
+            items = [
+                OrderItem(product_id=pid, quantity=rng.randint(1, 3), unit_price=price)
+                for pid, price in chosen
+            ]
+            order = Order(
+                customer_email=f"customer{rng.randint(1, 200)}@example.com",
+                status=OrderStatus.CANCELLED if n % 12 == 0 else OrderStatus.PAID,
+                total=sum((i.unit_price * i.quantity for i in items), Decimal(0)),
+                payment_reference=f"seed-{n}",
+                created_at=now - timedelta(minutes=rng.randint(0, days * 24 * 60)),
+                items=items,
+            )
+            db.session.add(order)
+            if (n + 1) % ORDER_BATCH == 0:  # commit as we go: progress is what is stored
+                db.session.commit()
+                advance(ORDER_BATCH)
+        db.session.commit()
+        advance(count % ORDER_BATCH)
     return count
 
 

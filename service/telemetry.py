@@ -6,8 +6,10 @@ What is built here and why (figures in docs/measurement.md, `make bench`):
   (no preload), so every worker has its own exporters, export threads and
   `service.instance.id`. A process configures them once; `opentelemetry-instrument` users
   keep the providers and instrumentations it set up (nothing is instrumented twice).
-* Export is OTLP/HTTP (protobuf) when an OTLP endpoint is set; without one nothing is
-  exported, but trace ids are still generated, logged and returned to the client.
+* Export follows the SDK's variables: OTEL_{TRACES,METRICS,LOGS}_EXPORTER (`otlp`, `console`,
+  `none`) and OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL (`http/protobuf`, `grpc`); other values
+  refuse the start (service/config.py). OTLP needs an endpoint; without one nothing is
+  exported over OTLP, but trace ids are still generated, logged and returned to the client.
 * Sampling: the SDK's OTEL_TRACES_SAMPLER/_ARG; when unset, parent-based 10%.
 * The server span and the SQL spans are this module's own, not the contrib Flask and
   SQLAlchemy instrumentors: measured here, those cost 1.6 ms per request at 100% sampling
@@ -42,6 +44,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
 from service import logging as app_logging
+from service.config import SignalExport, otel_exports
 from service.metrics import metrics
 
 log = logging.getLogger("service.telemetry")
@@ -76,34 +79,88 @@ class _ProcessState:
 _state = _ProcessState()
 
 
-def _otlp_endpoint_set() -> bool:
-    return any(
-        os.environ.get(name)
-        for name in (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-        )
+def _otlp_endpoint_set(signal: str) -> bool:
+    # glassbox's rule, not the SDK's: without an endpoint OTLP goes nowhere (the SDK would
+    # try localhost), so a laptop run does not log export failures every few seconds.
+    return bool(
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
 
 
-def _exporter_enabled(signal: str) -> bool:
-    # Logs are opt-in (OTEL_LOGS_EXPORTER=otlp): every request writes an access line, and
-    # the JSON lines on stdout, trace ids included, are already the log path; pushing each
-    # one over OTLP as well was the largest single cost of the default configuration.
-    default = "none" if signal == "LOGS" else "otlp"
-    return os.environ.get(f"OTEL_{signal}_EXPORTER", default).strip().lower() == "otlp"
+def _exporters(signal: str, export: SignalExport) -> list[Any]:
+    """The exporters OTEL_<SIGNAL>_EXPORTER asks for, OTLP over the configured protocol."""
+    made: list[Any] = []
+    for name in export.exporters:
+        if name == "console":
+            made.append(_console_exporter(signal))
+        elif name == "otlp" and _otlp_endpoint_set(signal):
+            made.append(_otlp_exporter(signal, export.protocol))
+    return made
+
+
+def _otlp_exporter(signal: str, protocol: str) -> Any:
+    # Each exporter reads its endpoint, headers, timeout and compression from OTEL_*.
+    if protocol == "grpc":
+        if signal == "TRACES":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter()
+        if signal == "METRICS":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter,
+            )
+
+            return OTLPMetricExporter()
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter()
+    if signal == "TRACES":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HTTPSpanExporter,
+        )
+
+        return HTTPSpanExporter()
+    if signal == "METRICS":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HTTPMetricExporter,
+        )
+
+        return HTTPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HTTPLogExporter,
+    )
+
+    return HTTPLogExporter()
+
+
+def _console_exporter(signal: str) -> Any:
+    if signal == "TRACES":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if signal == "METRICS":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return ConsoleMetricExporter()
+    from opentelemetry.sdk._logs.export import ConsoleLogExporter
+
+    return ConsoleLogExporter()
 
 
 def configure_process(service_name: str, service_version: str, environment: str) -> None:
-    """Create this process's tracer, meter and logger providers (once per process)."""
+    """Create this process's tracer, meter and logger providers (once per process).
+
+    Refuses (ConfigError) exporter and protocol values the SDK does not define.
+    """
     if _state.pid == os.getpid():
         return
-    _state.pid = os.getpid()
     if _truthy("OTEL_SDK_DISABLED"):
+        _state.pid = os.getpid()
         _state.tracing = False
         return
+    exports = otel_exports()
+    _state.pid = os.getpid()
 
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -115,7 +172,9 @@ def configure_process(service_name: str, service_version: str, environment: str)
 
     from opentelemetry import metrics as otel_metrics
     from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
     _state.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -127,8 +186,10 @@ def configure_process(service_name: str, service_version: str, environment: str)
     }
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes["service.name"] = service_name
-    if "deployment.environment" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
-        attributes["deployment.environment"] = environment
+    # Current semantic conventions: deployment.environment.name (deployment.environment
+    # is deprecated); OTEL_RESOURCE_ATTRIBUTES may set it, as compose and k8s do.
+    if "deployment.environment.name=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attributes["deployment.environment.name"] = environment
     resource = Resource.create(attributes)
 
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER / _ARG
@@ -136,20 +197,15 @@ def configure_process(service_name: str, service_version: str, environment: str)
         sampler = ParentBasedTraceIdRatio(DEFAULT_SAMPLE_RATIO)
     # shutdown_on_exit=False: the SDK's own atexit flush has no time limit; ours has.
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-    exporting = _otlp_endpoint_set()
-    readers = []
-    if exporting and _exporter_enabled("TRACES"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+    span_exporters = _exporters("TRACES", exports["TRACES"])
+    for exporter in span_exporters:
         # Bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, default 2048): a dead collector costs
         # dropped spans, not memory or request latency.
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    if exporting and _exporter_enabled("METRICS"):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    readers = [
+        PeriodicExportingMetricReader(exporter)
+        for exporter in _exporters("METRICS", exports["METRICS"])
+    ]
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, shutdown_on_exit=False
     )
@@ -158,21 +214,22 @@ def configure_process(service_name: str, service_version: str, environment: str)
     _state.providers = [tracer_provider, meter_provider]
     if readers:
         metrics.enable_otel(otel_metrics.get_meter("glassbox"))
-    if exporting and _exporter_enabled("LOGS"):
-        _export_logs(resource)
+    log_exporters = _exporters("LOGS", exports["LOGS"])
+    if log_exporters:
+        _export_logs(resource, log_exporters)
     _state.tracing = True
-    _state.exporting = exporting
+    _state.exporting = bool(span_exporters or readers or log_exporters)
     atexit.register(shutdown, report=False)
 
 
-def _export_logs(resource: Any) -> None:
+def _export_logs(resource: Any, exporters: list[Any]) -> None:
     from opentelemetry._logs import set_logger_provider
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    for exporter in exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     set_logger_provider(provider)
     handler = LoggingHandler(logger_provider=provider)
     # Records carry the trace context of the span that was current when they were made.

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import pty
+import re
+import subprocess
 
 import pytest
 from flask import Flask
 
+from service.config import ConfigError, load_config
+from service.logging import choose_format
 from tests.conftest import build_app
+from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
 
 
 def _lines(captured: str) -> list[dict]:
@@ -45,3 +54,68 @@ def test_errors_are_logged_once_with_their_stack(
     errors = [line for line in _lines(capsys.readouterr().out) if line["level"] == "ERROR"]
     assert len(errors) == 1
     assert "RuntimeError: kaput" in errors[0]["exc_info"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("requested", "environment", "stream", "expected"),
+    [
+        ("auto", "development", _Terminal(), "console"),
+        ("auto", "development", io.StringIO(), "json"),  # piped: a collector reads it
+        ("auto", "production", _Terminal(), "json"),
+        ("auto", "test", _Terminal(), "json"),
+        ("json", "development", _Terminal(), "json"),
+        ("console", "production", io.StringIO(), "console"),
+    ],
+)
+def test_log_format_follows_log_format_environment_and_terminal(
+    requested: str, environment: str, stream: io.StringIO, expected: str
+) -> None:
+    assert choose_format(requested, environment, stream) == expected
+
+
+def test_log_format_is_validated() -> None:
+    with pytest.raises(ConfigError, match="LOG_FORMAT='pretty'"):
+        load_config({"LOG_FORMAT": "pretty"})
+
+
+def test_console_format_is_one_readable_line(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = build_app(sqlite_url, LOG_FORMAT="console", LOG_LEVEL="INFO")
+    app.test_client().get("/api/v1/products/123456")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "glassbox.access" in line]
+    assert len(lines) == 1
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d INFO +glassbox\.access  GET /api/v1/products/\{product_id\} 404 "
+        r"\d+\.\d ms  client=127\.0\.0\.1(  trace=[0-9a-f]{32})?",
+        lines[0],
+    ), lines[0]
+
+
+def test_development_logs_on_a_terminal_are_console_lines(sqlite_url: str) -> None:
+    """What `make run` shows: the migration logs on a real pseudo-terminal, not JSON."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "flask"), "--app", "service", "db", "upgrade"],
+        env=server_env(GLASSBOX_ENV="development", DATABASE_URL=sqlite_url, NO_COLOR="1"),
+        cwd=PROJECT_ROOT,
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
+        while chunk := os.read(leader, 4096):
+            output += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, output
+    lines = [line for line in output.decode().splitlines() if "alembic" in line]
+    assert lines, output
+    assert all(not line.lstrip().startswith("{") for line in lines), lines
+    assert re.match(r"\d\d:\d\d:\d\d INFO +alembic\.runtime\.migration  ", lines[0]), lines

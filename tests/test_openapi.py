@@ -62,3 +62,37 @@ def test_swagger_ui_is_served_without_a_cdn(client: FlaskClient) -> None:
             assert len(asset.data) > 100
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert "<script>" not in html  # no inline script: the CSP forbids it
+
+
+OPERATION_IDS = {
+    ("/api/v1/categories", "get"): "listCategories",
+    ("/api/v1/categories", "post"): "createCategory",
+    ("/api/v1/categories/{category_id}", "get"): "getCategory",
+    ("/api/v1/categories/{category_id}", "patch"): "updateCategory",
+    ("/api/v1/categories/{category_id}", "delete"): "deleteCategory",
+    ("/api/v1/products", "get"): "listProducts",
+    ("/api/v1/products", "post"): "createProduct",
+    ("/api/v1/products/{product_id}", "get"): "getProduct",
+    ("/api/v1/products/{product_id}", "patch"): "updateProduct",
+    ("/api/v1/products/{product_id}", "delete"): "deleteProduct",
+    ("/api/v1/orders", "get"): "listOrders",
+    ("/api/v1/orders", "post"): "placeOrder",
+    ("/api/v1/orders/{order_id}", "get"): "getOrder",
+    ("/api/v1/orders/{order_id}/cancel", "post"): "cancelOrder",
+    ("/api/v1/reports/sales", "get"): "getSalesReport",
+    ("/health/live", "get"): "getLiveness",
+    ("/health/ready", "get"): "getReadiness",
+}
+
+
+def test_every_operation_has_a_stable_camel_case_operation_id(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    found = {
+        (path, method): operation.get("operationId")
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if method != "parameters"
+    }
+    # Generated clients name their functions after these: renaming one breaks users' code.
+    assert found == OPERATION_IDS
+    assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", name) for name in found.values())

@@ -42,6 +42,7 @@ products = Blueprint("products", __name__, url_prefix="/api/v1/products", descri
 class Categories(MethodView):
     @categories.arguments(ListArgsSchema, location="query")
     @categories.response(200, CategoryPageSchema)
+    @categories.doc(operationId="listCategories")
     def get(self, args: dict[str, Any]) -> Any:
         """List categories"""
         page = catalog.list_categories(**args)
@@ -51,6 +52,7 @@ class Categories(MethodView):
     @categories.arguments(CategorySchema)
     @categories.response(201, CategorySchema)
     @categories.alt_response(409, response="CONFLICT")
+    @categories.doc(operationId="createCategory")
     def post(self, data: dict[str, Any]) -> Any:
         """Create a category"""
         return catalog.create_category(**data)
@@ -61,6 +63,7 @@ class CategoryById(MethodView):
     @categories.etag
     @categories.response(200, CategorySchema)
     @categories.alt_response(404, response="NOT_FOUND")
+    @categories.doc(operationId="getCategory")
     def get(self, category_id: int) -> Any:
         """Get a category"""
         category = catalog.get_category(category_id=category_id)
@@ -72,6 +75,7 @@ class CategoryById(MethodView):
     @categories.response(200, CategorySchema)
     @categories.alt_response(404, response="NOT_FOUND")
     @categories.alt_response(409, response="CONFLICT")
+    @categories.doc(operationId="updateCategory")
     def patch(self, changes: dict[str, Any], category_id: int) -> Any:
         """Change a category"""
         return catalog.update_category(category_id=category_id, **changes)
@@ -80,6 +84,7 @@ class CategoryById(MethodView):
     @categories.response(204)
     @categories.alt_response(404, response="NOT_FOUND")
     @categories.alt_response(409, response="CONFLICT")
+    @categories.doc(operationId="deleteCategory")
     def delete(self, category_id: int) -> None:
         """Delete a category that has no products"""
         catalog.delete_category(category_id=category_id)
@@ -89,6 +94,7 @@ class CategoryById(MethodView):
 class Products(MethodView):
     @products.arguments(ProductListArgsSchema, location="query")
     @products.response(200, ProductPageSchema)
+    @products.doc(operationId="listProducts")
     def get(self, args: dict[str, Any]) -> Any:
         """List products, filtered and sorted, one page at a time"""
         page = catalog.list_products(**args)
@@ -98,6 +104,7 @@ class Products(MethodView):
     @products.arguments(ProductSchema)
     @products.response(201, ProductSchema)
     @products.alt_response(409, response="CONFLICT")
+    @products.doc(operationId="createProduct")
     def post(self, data: dict[str, Any]) -> Any:
         """Create a product"""
         return catalog.create_product(**data)
@@ -108,6 +115,7 @@ class ProductById(MethodView):
     @products.etag
     @products.response(200, ProductSchema)
     @products.alt_response(404, response="NOT_FOUND")
+    @products.doc(operationId="getProduct")
     def get(self, product_id: int) -> Any:
         """Get a product"""
         product = catalog.get_product(product_id=product_id)
@@ -119,6 +127,7 @@ class ProductById(MethodView):
     @products.response(200, ProductSchema)
     @products.alt_response(404, response="NOT_FOUND")
     @products.alt_response(409, response="CONFLICT")
+    @products.doc(operationId="updateProduct")
     def patch(self, changes: dict[str, Any], product_id: int) -> Any:
         """Change a product"""
         return catalog.update_product(product_id=product_id, **changes)
@@ -127,6 +136,7 @@ class ProductById(MethodView):
     @products.response(204)
     @products.alt_response(404, response="NOT_FOUND")
     @products.alt_response(409, response="CONFLICT")
+    @products.doc(operationId="deleteProduct")
     def delete(self, product_id: int) -> None:
         """Delete a product that is on no order"""
         catalog.delete_product(product_id=product_id)

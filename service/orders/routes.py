@@ -28,6 +28,7 @@ ORDER_ID = "<int(min=1, max=2147483647):order_id>"
 class Orders(MethodView):
     @blp.arguments(OrderListArgsSchema, location="query")
     @blp.response(200, OrderPageSchema)
+    @blp.doc(operationId="listOrders")
     def get(self, args: dict[str, Any]) -> Any:
         """List orders, newest first"""
         page = orders.list_orders(**args)
@@ -39,6 +40,7 @@ class Orders(MethodView):
     @blp.response(201, OrderSchema)
     @blp.alt_response(409, response="CONFLICT", description="Not enough stock")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Payment undecided")
+    @blp.doc(operationId="placeOrder")
     def post(self, data: dict[str, Any], headers: dict[str, Any]) -> Any:
         """Place an order: reserve stock, take payment"""
         return orders.place_order(
@@ -50,6 +52,7 @@ class Orders(MethodView):
 class OrderById(MethodView):
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.doc(operationId="getOrder")
     def get(self, order_id: int) -> Any:
         """Get an order"""
         return orders.get_order(order_id=order_id)
@@ -61,6 +64,7 @@ class OrderCancel(MethodView):
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT", description="Already cancelled")
+    @blp.doc(operationId="cancelOrder")
     def post(self, order_id: int) -> Any:
         """Cancel an order and put its stock back"""
         return orders.cancel_order(order_id=order_id)

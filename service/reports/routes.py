@@ -17,6 +17,7 @@ blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="
 class SalesReport(MethodView):
     @blp.arguments(SalesReportArgsSchema, location="query")
     @blp.response(200, SalesReportSchema)
+    @blp.doc(operationId="getSalesReport")
     def get(self, args: dict[str, Any]) -> Any:
         """Sales per day, product or category: totals, counts and percentiles"""
         return reports.sales_report(**args)

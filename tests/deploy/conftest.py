@@ -20,9 +20,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 OVERLAYS = ("dev", "prod")
-# kustomize's default restrictor refuses files outside the kustomization's folder; the
-# collector's config is shared with compose from observability/ (docs/deploy.md).
-KUSTOMIZE = ("kustomize", "--load-restrictor", "LoadRestrictionsNone")
+# Exactly what users run: no flags (`kubectl apply -k` cannot pass any), so kustomize's
+# default load restrictor keeps every file inside k8s/.
+KUSTOMIZE = ("kustomize",)
 # The app's containers: everything else (collector, dev datastores) reads its own variables.
 APP_NAME = "glassbox"
 

@@ -22,6 +22,10 @@ LEFT_AT_DEFAULT = {
     "PAYMENTS_PORT": "read by the Makefile only; the payments containers get PORT=8001",
     "REPORTS_SQL_DELAY_MS": "a knob of the profiling lab; 0 (off) is the only production value",
     "CORS_ORIGINS": "empty, no CORS: set it only where a browser app on another origin calls /api/",
+    **{
+        f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL": "OTEL_EXPORTER_OTLP_PROTOCOL covers every signal"
+        for signal in ("TRACES", "METRICS", "LOGS")
+    },
 }
 
 

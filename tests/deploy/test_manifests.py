@@ -304,7 +304,7 @@ def test_collector_shares_the_observability_config(
     volume = next(v for v in collector["volumes"] if "configMap" in v)
     config = find(docs, "ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"]
     shared = ROOT / "observability" / "otel-collector" / "config.yaml"
-    assert config == shared.read_text()
+    assert config == shared.read_text(), "run `make k8s-config` after changing the collector"
     # The pods export where the collector listens.
     otel = _config_map(docs, "glassbox-otel")
     assert otel["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
@@ -334,3 +334,10 @@ def test_production_settings(rendered: dict[str, list[dict[str, Any]]], overlay:
     assert set(template["stringData"]) == set(secrets)
     # Placeholders only: every value still has a <...> to fill in.
     assert all("<" in value for value in template["stringData"].values())
+
+
+def test_the_collector_config_copy_matches_its_source() -> None:
+    """k8s/base carries a copy (kustomize loads nothing from outside its tree): one source."""
+    source = ROOT / "observability" / "otel-collector" / "config.yaml"
+    copy = ROOT / "k8s" / "base" / "otel-collector-config.yaml"
+    assert copy.read_bytes() == source.read_bytes(), "run `make k8s-config`"

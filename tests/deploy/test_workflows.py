@@ -74,14 +74,18 @@ def test_schema(schema: str, paths: list[str]) -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_least_privilege_timeouts_and_pinned_actions(path: Path) -> None:
+    # Every action by commit SHA (a tag can be moved), its version in a comment for the
+    # reader and for Dependabot, which updates both together.
+    for line in path.read_text().splitlines():
+        if re.match(r"\s*(- )?uses: ", line):
+            assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
     workflow = _load(path)
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in workflow["jobs"].items():
         assert 0 < job["timeout-minutes"] <= 30, name
         for step in job["steps"]:
             if "uses" in step:
-                # A major version tag (or a commit SHA): never a branch.
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+|[0-9a-f]{40})", step["uses"]), step
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step
         # Only a job that needs more says so, and then only what it needs.
         extra = {k: v for k, v in job.get("permissions", {}).items() if v != "read"}
         assert extra in ({}, {"packages": "write"}), name
@@ -122,3 +126,19 @@ def test_cd_deploys_tags_after_approval_by_digest() -> None:
     assert "-l glassbox.io/rollout-phase=migrate" in script
     # The migration finishes before the rollout starts.
     assert script.index("rollout-phase=migrate") < script.index("rollout status")
+
+
+def test_dependabot_covers_the_lock_file_actions_and_images() -> None:
+    path = ROOT / ".github" / "dependabot.yml"
+    result = run(tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    updates = yaml.safe_load(path.read_text())["updates"]
+    ecosystems = {(u["package-ecosystem"], u["directory"]) for u in updates}
+    assert ecosystems == {
+        ("uv", "/"),  # uv.lock
+        ("github-actions", "/"),
+        ("docker", "/"),  # Dockerfile
+        ("docker-compose", "/"),  # compose.yaml
+    }
+    for manifest in ("uv.lock", "Dockerfile", "compose.yaml"):
+        assert (ROOT / manifest).exists(), manifest
