@@ -96,54 +96,44 @@ class Receiver:
         with self.lock:
             return list(self.requests[path])
 
+    def _items(self, path: str, kind: str, items: str) -> Iterator[tuple[Any, Any]]:
+        """(ResourceX, item) for every item received on `path`: the three signals nest the
+        same way (resource_<kind> > scope_<kind> > items)."""
+        for request in self._copy(path):
+            for resource_level in getattr(request, f"resource_{kind}"):
+                for scope_level in getattr(resource_level, f"scope_{kind}"):
+                    for item in getattr(scope_level, items):
+                        yield resource_level, item
+
     def spans(self) -> list[Span]:
-        found = []
-        for request in self._copy("/v1/traces"):
-            for resource_spans in request.resource_spans:
-                resource = attributes(resource_spans.resource.attributes)
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        found.append(
-                            Span(
-                                trace_id=span.trace_id.hex(),
-                                span_id=span.span_id.hex(),
-                                parent_span_id=span.parent_span_id.hex(),
-                                name=span.name,
-                                kind=span.kind,
-                                status_code=span.status.code,
-                                attributes=attributes(span.attributes),
-                                resource=resource,
-                                events=[event.name for event in span.events],
-                                start_ns=span.start_time_unix_nano,
-                                end_ns=span.end_time_unix_nano,
-                            )
-                        )
-        return found
+        return [
+            Span(
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                name=span.name,
+                kind=span.kind,
+                status_code=span.status.code,
+                attributes=attributes(span.attributes),
+                resource=attributes(resource_spans.resource.attributes),
+                events=[event.name for event in span.events],
+                start_ns=span.start_time_unix_nano,
+                end_ns=span.end_time_unix_nano,
+            )
+            for resource_spans, span in self._items("/v1/traces", "spans", "spans")
+        ]
 
     def span_count(self) -> int:
-        return sum(
-            len(scope_spans.spans)
-            for request in self._copy("/v1/traces")
-            for resource_spans in request.resource_spans
-            for scope_spans in resource_spans.scope_spans
-        )
+        return sum(1 for _ in self._items("/v1/traces", "spans", "spans"))
 
     def metrics(self) -> Iterator[tuple[dict[str, Any], Any]]:
         """(resource attributes, Metric) for every metric received."""
-        for request in self._copy("/v1/metrics"):
-            for resource_metrics in request.resource_metrics:
-                resource = attributes(resource_metrics.resource.attributes)
-                for scope_metrics in resource_metrics.scope_metrics:
-                    for metric in scope_metrics.metrics:
-                        yield resource, metric
+        for resource_metrics, metric in self._items("/v1/metrics", "metrics", "metrics"):
+            yield attributes(resource_metrics.resource.attributes), metric
 
     def log_records(self) -> Iterator[tuple[dict[str, Any], Any]]:
-        for request in self._copy("/v1/logs"):
-            for resource_logs in request.resource_logs:
-                resource = attributes(resource_logs.resource.attributes)
-                for scope_logs in resource_logs.scope_logs:
-                    for record in scope_logs.log_records:
-                        yield resource, record
+        for resource_logs, record in self._items("/v1/logs", "logs", "log_records"):
+            yield attributes(resource_logs.resource.attributes), record
 
 
 def self_times(spans: Iterable[Span]) -> dict[str, int]:
