@@ -440,7 +440,7 @@ def run(settings: Settings) -> tuple[list[Result], Path]:
             results.append(
                 run_experiment(settings, chosen[name], receiver, token, run_dir, progress)
             )
-            progress.say(format_summary(results[-1], settings.top))
+            print(format_summary(results[-1], settings.top))  # above the bar on a terminal
     report = settings.out / "lab-report.md"
     report.write_text(report_markdown(results, settings, data, settings.out), encoding="utf-8")
     (run_dir / "summary.json").write_text(

@@ -72,5 +72,6 @@ def steps(prefix: str, title: str, total: int) -> Iterator[Steps]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    # print() inside the block lands above the bar (rich redirects stdout while it draws).
     with Progress(*columns, console=console, transient=False) as progress:
         yield _Bar(prefix, progress, progress.add_task(title, total=total))
