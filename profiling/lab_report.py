@@ -108,9 +108,6 @@ def _md(text: str) -> str:
 def report_markdown(
     results: Sequence[Result], settings: Settings, data: dict[str, int], base: Path
 ) -> str:
-    def rel(path: Path) -> str:
-        return os.path.relpath(path, base)
-
     url = parse_database_url(settings.database_url).render_as_string(hide_password=True)
     lines = [
         "# The lab: what a profiler sees versus what tracing sees",
@@ -127,62 +124,81 @@ def report_markdown(
         "",
     ]
     for result in results:
-        experiment = result.experiment
-        cpu, idle = result.recordings["cpu"], result.recordings["idle"]
-        lines += [
-            f"## {experiment.name}: {experiment.title}",
-            "",
-            f"- load: {_md(experiment.description)}",
-            f"- {_md(_load_line(result))}",
-            f"- knobs: API {experiment.api_env or 'defaults'}, "
-            f"payments {experiment.payments_env or 'defaults'}",
-            f"- py-spy default: {cpu.profile.samples} samples of the workers' main threads, on "
-            f"CPU {cpu.busy_share:.0%} of the time; `--idle`: {idle.profile.samples} "
-            f"(+{idle.background_samples} of background threads)",
-            "",
-        ]
-        for recording in (cpu, idle):
-            title = "default (on-CPU)" if recording.label == "cpu" else "`--idle`"
-            lines += [f"### Flame graphs, {title}", ""]
-            for svg in recording.svgs:
-                pid = svg.stem.split("-")[1]
-                lines += [f"![worker {pid}, {recording.label}]({rel(svg)})", ""]
-        lines += ["### py-spy: top frames by self time", ""]
-        rows = []
-        for cpu_frame, idle_frame in zip(
-            _padded(cpu.profile.top_self(settings.top), settings.top),
-            _padded(idle.profile.top_self(settings.top), settings.top),
-            strict=True,
-        ):
-            rows.append([_frame_cell(cpu_frame), _frame_cell(idle_frame)])
-        lines += _table(["default (on-CPU)", "`--idle`"], rows)
-        lines += ["", "### py-spy: glassbox functions by total time (default)", ""]
-        lines += _table(
-            ["total", "function", "file"],
-            [
-                [f"{f.share:.1%}", f"`{f.name}`", f.file]
-                for f in cpu.profile.top_total(settings.top, _is_service)
-            ],
-        )
+        lines += _experiment_header(result)
+        lines += _flame_graphs(result, base)
+        lines += _profile_tables(result, settings.top)
         lines += ["", "### Traces: top spans by self time", ""]
-        lines += _table(
-            ["self time", "share", "count", "mean self", "mean duration", "span", "service"],
-            [
-                [
-                    f"{stat.self_s:.2f} s",
-                    f"{stat.share:.1%}",
-                    str(stat.count),
-                    f"{1000 * stat.self_s / stat.count:.1f} ms",
-                    f"{1000 * stat.duration_s / stat.count:.1f} ms",
-                    f"`{stat.name}`"
-                    + (f" `{_md(shorten(stat.statement, 60))}`" if stat.statement else ""),
-                    stat.service,
-                ]
-                for stat in result.spans[: settings.top]
-            ],
-        )
+        lines += _span_table(result, settings.top)
         lines.append("")
     return "\n".join(lines)
+
+
+def _experiment_header(result: Result) -> list[str]:
+    experiment = result.experiment
+    cpu, idle = result.recordings["cpu"], result.recordings["idle"]
+    return [
+        f"## {experiment.name}: {experiment.title}",
+        "",
+        f"- load: {_md(experiment.description)}",
+        f"- {_md(_load_line(result))}",
+        f"- knobs: API {experiment.api_env or 'defaults'}, "
+        f"payments {experiment.payments_env or 'defaults'}",
+        f"- py-spy default: {cpu.profile.samples} samples of the workers' main threads, on "
+        f"CPU {cpu.busy_share:.0%} of the time; `--idle`: {idle.profile.samples} "
+        f"(+{idle.background_samples} of background threads)",
+        "",
+    ]
+
+
+def _flame_graphs(result: Result, base: Path) -> list[str]:
+    """Every SVG, linked relative to the report's folder."""
+    lines = []
+    for recording in (result.recordings["cpu"], result.recordings["idle"]):
+        title = "default (on-CPU)" if recording.label == "cpu" else "`--idle`"
+        lines += [f"### Flame graphs, {title}", ""]
+        for svg in recording.svgs:
+            pid = svg.stem.split("-")[1]
+            lines += [f"![worker {pid}, {recording.label}]({os.path.relpath(svg, base)})", ""]
+    return lines
+
+
+def _profile_tables(result: Result, top: int) -> list[str]:
+    cpu, idle = result.recordings["cpu"], result.recordings["idle"]
+    rows = [
+        [_frame_cell(cpu_frame), _frame_cell(idle_frame)]
+        for cpu_frame, idle_frame in zip(
+            _padded(cpu.profile.top_self(top), top),
+            _padded(idle.profile.top_self(top), top),
+            strict=True,
+        )
+    ]
+    lines = ["### py-spy: top frames by self time", ""]
+    lines += _table(["default (on-CPU)", "`--idle`"], rows)
+    lines += ["", "### py-spy: glassbox functions by total time (default)", ""]
+    totals = cpu.profile.top_total(top, _is_service)
+    lines += _table(
+        ["total", "function", "file"], [[f"{f.share:.1%}", f"`{f.name}`", f.file] for f in totals]
+    )
+    return lines
+
+
+def _span_table(result: Result, top: int) -> list[str]:
+    return _table(
+        ["self time", "share", "count", "mean self", "mean duration", "span", "service"],
+        [
+            [
+                f"{stat.self_s:.2f} s",
+                f"{stat.share:.1%}",
+                str(stat.count),
+                f"{1000 * stat.self_s / stat.count:.1f} ms",
+                f"{1000 * stat.duration_s / stat.count:.1f} ms",
+                f"`{stat.name}`"
+                + (f" `{_md(shorten(stat.statement, 60))}`" if stat.statement else ""),
+                stat.service,
+            ]
+            for stat in result.spans[:top]
+        ],
+    )
 
 
 def _padded(frames: list[collapsed.Ranked], size: int) -> list[collapsed.Ranked | None]:
