@@ -89,7 +89,6 @@ profile: venv  ## py-spy flame graphs (SVG, speedscope) and dumps of the gunicor
 	$(BIN)/python -m profiling.capture --url $(LOAD_URL)
 
 bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants (BENCH_SECONDS, BENCH_ROUNDS, …); JSON + PNG in profiling/results/
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m profiling.bench
 
 # --- The profiling lab (docs/measurement.md, "The lab") ---
@@ -99,7 +98,6 @@ LAB_DATABASE_URL ?=
 .PHONY: lab
 
 lab: venv  ## The lab: CPU-bound vs IO-bound, py-spy beside traces (LAB_DATABASE_URL, LAB_SECONDS); report in profiling/results/lab-report.md
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	LAB_DATABASE_URL=$(LAB_DATABASE_URL) $(BIN)/python -m profiling.lab
 
 # --- The compose stack (README "The stack"): Docker with Compose v2 ---

@@ -18,6 +18,8 @@ import os
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from locust import FastHttpUser, LoadTestShape, events, task
@@ -122,6 +124,11 @@ def check_product(data: Any) -> None:
     _require(isinstance(data.get("category_id"), int), "product.category_id missing")
 
 
+def check_product_with_id(product_id: int, data: Any) -> None:
+    check_product(data)
+    _require(data["id"] == product_id, f"asked for {product_id}, got {data['id']}")
+
+
 def check_page(data: Any) -> list[Any]:
     _require(isinstance(data, dict), "page is not an object")
     _require(isinstance(data.get("items"), list), "page.items is not a list")
@@ -140,6 +147,11 @@ def check_order(data: Any) -> None:
     _require(isinstance(data.get("items"), list) and data["items"] != [], "order.items empty")
 
 
+def check_cancelled(data: Any) -> None:
+    check_order(data)
+    _require(data["status"] == "cancelled", f"status {data['status']!r} after cancel")
+
+
 def check_report(data: Any) -> None:
     _require(isinstance(data, dict), "report is not an object")
     _require(isinstance(data.get("totals"), dict), "report.totals missing")
@@ -152,6 +164,34 @@ def _problem_title(response: Any) -> str:
         return str(response.json().get("title", ""))
     except Exception:
         return ""
+
+
+def accept(response: Any, status: int, check: Callable[[Any], object]) -> Any | None:
+    """The JSON body when `response` has `status` and `check(body)` raises nothing; else the
+    response is marked failed (with the status and problem title, or why the body is
+    invalid) and None is returned."""
+    if response.status_code != status:
+        response.failure(f"status {response.status_code} {_problem_title(response)}")
+        return None
+    try:
+        data = response.json()
+        check(data)
+    except (Invalid, ValueError) as exc:
+        response.failure(f"invalid body: {exc}")
+        return None
+    response.success()
+    return data
+
+
+def check_products_page(data: Any) -> None:
+    for item in check_page(data):
+        check_product(item)
+
+
+def check_search_results(word: str, data: Any) -> None:
+    for item in check_page(data):
+        check_product(item)
+        _require(word in item["name"].lower(), f"{item['name']!r} lacks {word!r}")
 
 
 class Shopper(FastHttpUser):
@@ -175,23 +215,15 @@ class Shopper(FastHttpUser):
 
     def _list_page(self, params: dict[str, Any], *, name: str) -> str | None:
         with self.client.get(PRODUCTS, params=params, name=name, catch_response=True) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return None
-            try:
-                items = check_page(response.json())
-                for item in items:
-                    check_product(item)
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return None
-            response.success()
-            for item in items:
-                if len(catalog) < CATALOG_LIMIT and item["id"] not in in_catalog:
-                    in_catalog.add(item["id"])
-                    catalog.append(item["id"])
-            cursor: str | None = response.json()["next_cursor"]
-            return cursor
+            data = accept(response, 200, check_products_page)
+        if data is None:
+            return None
+        for item in data["items"]:
+            if len(catalog) < CATALOG_LIMIT and item["id"] not in in_catalog:
+                in_catalog.add(item["id"])
+                catalog.append(item["id"])
+        cursor: str | None = data["next_cursor"]
+        return cursor
 
     @task(10)
     def browse(self) -> None:
@@ -231,18 +263,8 @@ class Shopper(FastHttpUser):
                 response.success()
                 outcomes["product not modified (304)"] += 1
                 return
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return
-            try:
-                data = response.json()
-                check_product(data)
-                _require(data["id"] == product_id, f"asked for {product_id}, got {data['id']}")
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
-            if response.headers.get("ETag"):
+            checked = accept(response, 200, partial(check_product_with_id, product_id))
+            if checked is not None and response.headers.get("ETag"):
                 self.etags[product_id] = response.headers["ETag"]
 
     @task(4)
@@ -251,18 +273,7 @@ class Shopper(FastHttpUser):
         with self.client.get(
             PRODUCTS, params={"q": word}, name=f"{PRODUCTS}?q=", catch_response=True
         ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return
-            try:
-                items = check_page(response.json())
-                for item in items:
-                    check_product(item)
-                    _require(word in item["name"].lower(), f"{item['name']!r} lacks {word!r}")
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
+            accept(response, 200, partial(check_search_results, word))
 
     # Buying
 
@@ -283,16 +294,9 @@ class Shopper(FastHttpUser):
                 response.success()
                 outcomes["order refused: out of stock (409)"] += 1
                 return
-            if response.status_code != 201:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
+            data = accept(response, 201, check_order)
+            if data is None:
                 return
-            try:
-                data = response.json()
-                check_order(data)
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
             outcomes[f"order {data['status']}"] += 1
             if data["status"] == "paid":
                 self.my_orders.append(data["id"])
@@ -305,15 +309,7 @@ class Shopper(FastHttpUser):
         with self.client.get(
             f"{ORDERS}/{order_id}", name=f"{ORDERS}/{{id}}", catch_response=True
         ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return
-            try:
-                check_order(response.json())
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
+            accept(response, 200, check_order)
 
     @task(1)
     def cancel_order(self) -> None:
@@ -327,18 +323,8 @@ class Shopper(FastHttpUser):
             name=f"{ORDERS}/{{id}}/cancel",
             catch_response=True,
         ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return
-            try:
-                data = response.json()
-                check_order(data)
-                _require(data["status"] == "cancelled", f"status {data['status']!r} after cancel")
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
-            outcomes["order cancelled"] += 1
+            if accept(response, 200, check_cancelled) is not None:
+                outcomes["order cancelled"] += 1
 
     # The back office
 
@@ -351,15 +337,7 @@ class Shopper(FastHttpUser):
             name="/api/v1/reports/sales",
             catch_response=True,
         ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code} {_problem_title(response)}")
-                return
-            try:
-                check_report(response.json())
-            except (Invalid, ValueError) as exc:
-                response.failure(f"invalid body: {exc}")
-                return
-            response.success()
+            accept(response, 200, check_report)
 
 
 @events.quitting.add_listener

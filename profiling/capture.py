@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from profiling import pyspy
+from profiling.harness.processes import interrupt
+from profiling.harness.wrk import wrk_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "profiling" / "results"
-WRK_MIX = Path(__file__).resolve().parent / "wrk" / "mix.lua"
 PROJECT_FILES = str(ROOT / "service") + "/"
 
 
@@ -95,15 +95,8 @@ def _start_load(kind: str, url: str, seconds: float, out: Path) -> subprocess.Po
             "--only-summary",
         ]
     else:
-        command = [
-            "wrk",
-            "-t1",
-            "-c4",
-            f"-d{round(seconds)}s",
-            "-s",
-            str(WRK_MIX),
-            url,
-        ]
+        # wrk's own default timeout (2 s), four connections, the GET mix.
+        command = wrk_command(url, script="mix.lua", seconds=seconds, connections=4, timeout="2s")
     with (out / f"load-{kind}.log").open("wb") as log:
         return subprocess.Popen(  # noqa: S603 - our own command line
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -111,16 +104,10 @@ def _start_load(kind: str, url: str, seconds: float, out: Path) -> subprocess.Po
 
 
 def _stop_load(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
     # SIGINT (Ctrl+C): a headless Locust shape run only handles it, not SIGTERM, and then
     # writes its CSV and HTML report; wrk prints its summary.
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    if process is not None:
+        interrupt(process, timeout=30)
 
 
 def _summary(

@@ -77,6 +77,14 @@ class Ranked:
         return f"{self.name} ({self.file})" if self.file else self.name
 
 
+def _first(
+    counts: Counter[tuple[str, str]], limit: int, where: Callable[[str], bool]
+) -> list[tuple[str, str, int]]:
+    """The `limit` most sampled (function, file) pairs whose file passes `where`."""
+    chosen = [(name, file, n) for (name, file), n in counts.most_common() if where(file)]
+    return chosen[:limit]
+
+
 @dataclass
 class Profile:
     samples: int = 0
@@ -87,27 +95,22 @@ class Profile:
     def top_self(
         self, limit: int, where: Callable[[str], bool] = lambda file: True
     ) -> list[Ranked]:
-        ranked: list[Ranked] = []
-        for (name, file), count in self.self_samples.most_common():
-            if len(ranked) == limit:
-                break
-            if not where(file):
-                continue
-            lines = {ln: n for (fn, fl, ln), n in self.lines.items() if (fn, fl) == (name, file)}
-            hottest = max(lines, key=lambda ln: lines[ln]) if lines else None
-            ranked.append(Ranked(name, file, count, count / self.samples, hottest))
-        return ranked
+        return [
+            Ranked(name, file, count, count / self.samples, self._hottest_line(name, file))
+            for name, file, count in _first(self.self_samples, limit, where)
+        ]
 
     def top_total(
         self, limit: int, where: Callable[[str], bool] = lambda file: True
     ) -> list[Ranked]:
-        ranked: list[Ranked] = []
-        for (name, file), count in self.total_samples.most_common():
-            if len(ranked) == limit:
-                break
-            if where(file):
-                ranked.append(Ranked(name, file, count, count / self.samples))
-        return ranked
+        return [
+            Ranked(name, file, count, count / self.samples)
+            for name, file, count in _first(self.total_samples, limit, where)
+        ]
+
+    def _hottest_line(self, name: str, file: str) -> int | None:
+        lines = {ln: n for (fn, fl, ln), n in self.lines.items() if (fn, fl) == (name, file)}
+        return max(lines, key=lambda ln: lines[ln]) if lines else None
 
     def share_in(self, name: str) -> float:
         """Share of samples whose stack passes through a function of that name."""

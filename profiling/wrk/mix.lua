@@ -4,15 +4,7 @@ local id_max = tonumber(os.getenv("WRK_ID_MAX") or "300")
 local words = { "blend", "roast", "kit", "mug", "dark" }
 local groupings = { "day", "product", "category" }
 
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
-
-function init(args)
-  math.randomseed(os.time() * 1000 + (id or 0))
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 function request()
   local r = math.random(100)

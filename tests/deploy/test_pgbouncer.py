@@ -17,7 +17,6 @@ import copy
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from profiling.harness.processes import free_port
 from service.auth import service as auth
 from service.config import load_config
 from service.extensions import db
@@ -77,12 +77,6 @@ def _version(binary: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _admin_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
@@ -122,7 +116,7 @@ def pgbouncer(scratch_database: sa.engine.URL) -> Iterator[dict[str, Any]]:
     log = folder / "pgbouncer.log"
     try:
         for _attempt in range(3):  # another process may take the probed port first
-            port = _free_port()
+            port = free_port()
             settings = [
                 "[databases]",
                 f"glassbox = {target}",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from profiling.servers import ROOT, clean_environment, gunicorn
+from profiling.harness.gunicorn import gunicorn
+from profiling.harness.processes import ROOT, clean_environment
 from service.auth import service as auth
 from service.seed import seed_orders, seed_products
 
@@ -66,6 +67,16 @@ def run_locust(url: str, token: str, out: Path, *extra: str) -> subprocess.Compl
     )
 
 
+def server_env(postgres_url: str, redis_url: str) -> dict[str, str]:
+    """The server's settings: the test's PostgreSQL and Redis, no rate limit."""
+    return {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "RATELIMIT_ENABLED": "false",
+        "GLASSBOX_ENV": "development",
+    }
+
+
 def test_smoke_shape_passes_against_gunicorn_on_postgres(
     pg_app: Flask, postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -74,14 +85,9 @@ def test_smoke_shape_passes_against_gunicorn_on_postgres(
         seed_products(300, rng=rng)
         seed_orders(100, rng=rng)
         token = auth.create_key(name="load-smoke")
-    env = {
-        "DATABASE_URL": postgres_url,
-        "REDIS_URL": redis_url,
-        "RATELIMIT_ENABLED": "false",
-        "GLASSBOX_ENV": "development",
-    }
+    env = server_env(postgres_url, redis_url)
     with gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
-        result = run_locust(server.url, token, tmp_path)
+        result = run_locust(server.base_url, token, tmp_path)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "thresholds met (shape smoke)" in result.stderr
@@ -99,14 +105,9 @@ def test_thresholds_fail_the_run_when_requests_fail(
     """A wrong API key makes every order a 401: the failure ratio passes its limit."""
     with pg_app.app_context():
         seed_products(50, rng=random.Random(6))
-    env = {
-        "DATABASE_URL": postgres_url,
-        "REDIS_URL": redis_url,
-        "RATELIMIT_ENABLED": "false",
-        "GLASSBOX_ENV": "development",
-    }
+    env = server_env(postgres_url, redis_url)
     with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
-        result = run_locust(server.url, "gbx_not_a_real_key", tmp_path, "--shape-seconds", "4")
+        result = run_locust(server.base_url, "gbx_not_a_real_key", tmp_path, "--shape-seconds", "4")
 
     assert result.returncode == 1, result.stderr[-3000:]
     assert "threshold exceeded: failure ratio" in result.stderr

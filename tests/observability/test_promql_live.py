@@ -27,6 +27,7 @@ import pytest
 import redis
 import requests
 
+from profiling.harness.processes import free_port
 from service.auth import service as auth
 from tests.conftest import TEST_REDIS_URL, _clean, build_app, require
 from tests.factories import Factories
@@ -44,14 +45,6 @@ RATE_LIMIT = 40  # per minute and API key: the burst key goes over it, the shopp
 SECRET_KEY = "observability-live-test-secret-key-0123456789"
 # Grafana's variables, as it would fill them in with this environment selected.
 GRAFANA_RANGE = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from profiling.harness.wrk import wrk_binary
+
 
 @pytest.fixture(scope="session")
 def wrk() -> str:
@@ -14,6 +16,4 @@ def wrk() -> str:
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300)
-    found = shutil.which("wrk")
-    assert found is not None
-    return found
+    return wrk_binary()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from profiling import bench
-from profiling.bench import Run
+from profiling import bench, bench_report
+from profiling.bench_report import Run
+from profiling.harness.otlp import otlp_sink
 
 
 def run(variant: str, round_: int, rps: float, p50: float = 1.0) -> Run:
@@ -23,8 +24,8 @@ def test_ratios_pair_runs_of_the_same_round() -> None:
         run("a", 1, 200), run("b", 1, 120),  # 0.6
         run("a", 2, 100), run("b", 2, 90),  # 0.9
     ]  # fmt: skip
-    assert bench.paired_ratio(runs, "b", "a", "rps") == pytest.approx(0.6)
-    assert bench.paired_ratio(runs, "c", "a", "rps") is None
+    assert bench_report.paired_ratio(runs, "b", "a", "rps") == pytest.approx(0.6)
+    assert bench_report.paired_ratio(runs, "c", "a", "rps") is None
 
 
 def test_targets_pass_fail_and_skip() -> None:
@@ -35,7 +36,7 @@ def test_targets_pass_fail_and_skip() -> None:
         run("list_first", 0, 100, p50=10),
         run("list_deep", 0, 90, p50=16),
     ]
-    verdicts = {v["name"]: v["verdict"] for v in bench.evaluate(runs)}
+    verdicts = {v["name"]: v["verdict"] for v in bench_report.evaluate(runs)}
     assert verdicts["cached read / bare WSGI, telemetry on"] == "PASS"
     assert verdicts["uncached read / bare WSGI, telemetry on"] == "FAIL"
     assert verdicts["deep page / first page, p50 latency"] == "FAIL"
@@ -43,15 +44,15 @@ def test_targets_pass_fail_and_skip() -> None:
 
 
 def test_otlp_sink_accepts_and_counts_exports() -> None:
-    with bench.otlp_sink() as (url, counts):
+    with otlp_sink() as sink:
         request = urllib.request.Request(  # noqa: S310 - the local sink
-            url + "/v1/traces",
+            sink.url + "/v1/traces",
             data=b"\x0a\x00",
             headers={"Content-Type": "application/x-protobuf"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             assert response.status == 200
-    assert counts == {"/v1/traces": 1}
+    assert sink.counts == {"/v1/traces": 1}
 
 
 def test_a_short_bench_alternates_variants_and_writes_json_and_png(

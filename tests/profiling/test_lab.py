@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from profiling import collapsed, lab
-from profiling.otlp import Span, self_times
+from profiling.harness.otlp import Span, self_times
 
 
 def _span(span_id: str, parent: str, start: int, end: int, service: str = "api") -> Span:

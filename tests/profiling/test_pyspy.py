@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from profiling import capture, pyspy
-from profiling.servers import gunicorn
+from profiling.harness.gunicorn import gunicorn
 from service.seed import seed_products
 
 
@@ -51,11 +51,11 @@ def test_make_profile_records_every_worker_under_load(
     env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": "false"}
     out = tmp_path / "profile"
     with gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
-        port = int(server.url.rsplit(":", 1)[1])
+        port = server.port
         assert pyspy.master_listening_on(port) == server.pid
         workers = pyspy.workers_of(server.pid)
         assert len(workers) == 2
-        args = ["--url", server.url, "--seconds", "2", "--warmup", "1", "--load", "locust"]
+        args = ["--url", server.base_url, "--seconds", "2", "--warmup", "1", "--load", "locust"]
         code = capture.main([*args, "--out", str(out)])
 
     assert code == 0

@@ -23,11 +23,15 @@ from flask.testing import FlaskClient
 
 from tests.factories import Factories
 from tests.reliability.conftest import StartServer
+from tests.reliability.servers import PROJECT_ROOT
 
-# What must never reach a client: stack traces, SQL, file paths, exception class names.
+# What must never reach a client: stack traces, SQL, file paths (this checkout's among them),
+# exception class names.
 INTERNALS = re.compile(
-    r"Traceback|File \"|\.py\b|/work/|/usr/|/srv/|site-packages|sqlalchemy|psycopg|sqlite"
-    r"|\bSELECT\b|\bINSERT\b|\bUPDATE\b|\bDELETE FROM\b|\bWHERE\b"
+    r"Traceback|File \"|\.py\b|/usr/|/srv/|site-packages|sqlalchemy|psycopg|sqlite"
+    + "|"
+    + re.escape(str(PROJECT_ROOT))
+    + r"|\bSELECT\b|\bINSERT\b|\bUPDATE\b|\bDELETE FROM\b|\bWHERE\b"
     r"|\b[A-Z][A-Za-z]*(Error|Exception|Warning)\b",
 )
 

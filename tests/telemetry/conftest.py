@@ -7,18 +7,19 @@ set, a SQLite file otherwise.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import sqlalchemy as sa
 
+from profiling.harness.flask_cli import run_flask
 from tests.conftest import REQUIRE_SERVICES, TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.processes import Process, start_gunicorn
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.reliability.servers import server_env
 from tests.telemetry.otlp import Receiver, serve_receiver
 
 
@@ -56,6 +57,17 @@ class Stack:
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **extra}
+
+    def place_order(self, product_id: int, quantity: int, email: str) -> requests.Response:
+        return requests.post(
+            self.url("/api/v1/orders"),
+            json={
+                "customer_email": email,
+                "items": [{"product_id": product_id, "quantity": quantity}],
+            },
+            headers=self.headers(),
+            timeout=30,
+        )
 
 
 def telemetry_env(receiver: Receiver, service: str, **extra: str) -> dict[str, str]:
@@ -121,27 +133,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             PAYMENTS_RETRIES="0",
             PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics-api"),
         )
-        flask = [str(VENV_BIN / "flask"), "--app", "service"]
         quiet = {**env, "OTEL_SDK_DISABLED": "true"}
         quiet.pop("PROMETHEUS_MULTIPROC_DIR")
-        migrated = subprocess.run(
-            [*flask, "db", "upgrade"],
-            env=quiet,
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-        token = subprocess.run(
-            [*flask, "api-keys", "create", "telemetry"],
-            env=quiet,
-            cwd=PROJECT_ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout.strip()
+        run_flask("db", "upgrade", env=quiet, timeout=120)  # raises with its output on failure
+        token = run_flask("api-keys", "create", "telemetry", env=quiet, timeout=60).strip()
         api = start_gunicorn("api", env, tmp / "api.log")
         processes.append(api)
         yield Stack(receiver, api, payments, token, env)

@@ -1,4 +1,4 @@
-"""The OTLP/HTTP receiver for tests (profiling/otlp.py): decodes the real protobuf payloads.
+"""The OTLP/HTTP receiver for tests (profiling/harness/otlp.py): decodes the real protobuf payloads.
 
 It stands in for the OpenTelemetry Collector (none can run here) and only records what
 arrives; it implements nothing of Jaeger or Prometheus.
@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from profiling.otlp import Receiver, Span, attributes, serve_receiver, value_of
+from profiling.harness.otlp import Receiver, Span, attributes, serve_receiver, value_of
 
 T = TypeVar("T")
 

@@ -54,15 +54,7 @@ def _place_and_cancel(stack: Stack) -> str:
     product_id = _create_product(stack, stock=9)
     requests.get(stack.url(f"/api/v1/products/{product_id}"), timeout=10)  # miss
     requests.get(stack.url(f"/api/v1/products/{product_id}"), timeout=10)  # hit
-    placed = requests.post(
-        stack.url("/api/v1/orders"),
-        json={
-            "customer_email": "m@example.com",
-            "items": [{"product_id": product_id, "quantity": 1}],
-        },
-        headers=stack.headers(),
-        timeout=30,
-    )
+    placed = stack.place_order(product_id, 1, "m@example.com")
     assert placed.status_code == 201
     cancelled = requests.post(
         stack.url(f"/api/v1/orders/{placed.json()['id']}/cancel"),

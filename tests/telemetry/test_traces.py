@@ -48,15 +48,7 @@ def _trace(stack: Stack, trace_id: str, *names: str) -> list[Span]:
 
 def test_order_trace_crosses_every_layer_and_the_payments_hop(stack: Stack) -> None:
     product_id = _create_product(stack)
-    response = requests.post(
-        stack.url("/api/v1/orders"),
-        json={
-            "customer_email": "traced@example.com",
-            "items": [{"product_id": product_id, "quantity": 2}],
-        },
-        headers=stack.headers(),
-        timeout=30,
-    )
+    response = stack.place_order(product_id, 2, "traced@example.com")
     assert response.status_code == 201, response.text
     trace_id = response.headers["X-Trace-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", trace_id)

@@ -1,13 +1,15 @@
 """An OTLP/HTTP receiver that decodes the real protobuf payloads the exporters send.
 
 Used by the profiling lab (profiling/lab.py), which summarises the spans of one run by self
-time, and by the telemetry tests (tests/telemetry/otlp.py). It keeps what arrives in memory
-for the life of the process and implements nothing of a collector, Jaeger or Prometheus:
-no UI, no storage, no query language.
+time, by the telemetry tests (tests/telemetry/otlp.py), and, counting exports without
+decoding or keeping them, by the bench and levers (so telemetry-on variants export for
+real at no memory cost). It keeps what arrives in memory for the life of the process and
+implements nothing of a collector, Jaeger or Prometheus: no UI, no storage, no query language.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 from collections import defaultdict
@@ -73,7 +75,12 @@ class Span:
 class Receiver:
     url: str = ""
     requests: dict[str, list[Any]] = field(default_factory=lambda: {p: [] for p in _MESSAGES})
+    counts: dict[str, int] = field(default_factory=dict)  # exports received, by path
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, path: str) -> None:
+        with self.lock:
+            self.counts[path] = self.counts.get(path, 0) + 1
 
     def record(self, path: str, message: Any) -> None:
         with self.lock:
@@ -89,54 +96,44 @@ class Receiver:
         with self.lock:
             return list(self.requests[path])
 
+    def _items(self, path: str, kind: str, items: str) -> Iterator[tuple[Any, Any]]:
+        """(ResourceX, item) for every item received on `path`: the three signals nest the
+        same way (resource_<kind> > scope_<kind> > items)."""
+        for request in self._copy(path):
+            for resource_level in getattr(request, f"resource_{kind}"):
+                for scope_level in getattr(resource_level, f"scope_{kind}"):
+                    for item in getattr(scope_level, items):
+                        yield resource_level, item
+
     def spans(self) -> list[Span]:
-        found = []
-        for request in self._copy("/v1/traces"):
-            for resource_spans in request.resource_spans:
-                resource = attributes(resource_spans.resource.attributes)
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        found.append(
-                            Span(
-                                trace_id=span.trace_id.hex(),
-                                span_id=span.span_id.hex(),
-                                parent_span_id=span.parent_span_id.hex(),
-                                name=span.name,
-                                kind=span.kind,
-                                status_code=span.status.code,
-                                attributes=attributes(span.attributes),
-                                resource=resource,
-                                events=[event.name for event in span.events],
-                                start_ns=span.start_time_unix_nano,
-                                end_ns=span.end_time_unix_nano,
-                            )
-                        )
-        return found
+        return [
+            Span(
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                name=span.name,
+                kind=span.kind,
+                status_code=span.status.code,
+                attributes=attributes(span.attributes),
+                resource=attributes(resource_spans.resource.attributes),
+                events=[event.name for event in span.events],
+                start_ns=span.start_time_unix_nano,
+                end_ns=span.end_time_unix_nano,
+            )
+            for resource_spans, span in self._items("/v1/traces", "spans", "spans")
+        ]
 
     def span_count(self) -> int:
-        return sum(
-            len(scope_spans.spans)
-            for request in self._copy("/v1/traces")
-            for resource_spans in request.resource_spans
-            for scope_spans in resource_spans.scope_spans
-        )
+        return sum(1 for _ in self._items("/v1/traces", "spans", "spans"))
 
     def metrics(self) -> Iterator[tuple[dict[str, Any], Any]]:
         """(resource attributes, Metric) for every metric received."""
-        for request in self._copy("/v1/metrics"):
-            for resource_metrics in request.resource_metrics:
-                resource = attributes(resource_metrics.resource.attributes)
-                for scope_metrics in resource_metrics.scope_metrics:
-                    for metric in scope_metrics.metrics:
-                        yield resource, metric
+        for resource_metrics, metric in self._items("/v1/metrics", "metrics", "metrics"):
+            yield attributes(resource_metrics.resource.attributes), metric
 
     def log_records(self) -> Iterator[tuple[dict[str, Any], Any]]:
-        for request in self._copy("/v1/logs"):
-            for resource_logs in request.resource_logs:
-                resource = attributes(resource_logs.resource.attributes)
-                for scope_logs in resource_logs.scope_logs:
-                    for record in scope_logs.log_records:
-                        yield resource, record
+        for resource_logs, record in self._items("/v1/logs", "logs", "log_records"):
+            yield attributes(resource_logs.resource.attributes), record
 
 
 def self_times(spans: Iterable[Span]) -> dict[str, int]:
@@ -155,17 +152,16 @@ def self_times(spans: Iterable[Span]) -> dict[str, int]:
     return {span.span_id: max(0, span.duration_ns - children[span.span_id]) for span in spans}
 
 
-def serve_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
-    """Start a receiver on 127.0.0.1 and a free port in a daemon thread.
-
-    The caller stops it with `server.shutdown()` and `server.server_close()`.
-    """
-    receiver = Receiver()
-
+def _handler(receiver: Receiver, keep: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             kinds = _MESSAGES.get(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not keep:
+                # An empty protobuf message is a valid Export*ServiceResponse (full success).
+                receiver.count(self.path)
+                self._answer(200, b"")
+                return
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if kinds is None or self.headers.get("Content-Type") != "application/x-protobuf":
@@ -175,9 +171,12 @@ def serve_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
             request_type, response_type = kinds
             message = request_type()
             message.ParseFromString(body)  # raises on anything but a valid OTLP payload
+            receiver.count(self.path)
             receiver.record(self.path, message)
-            payload = response_type().SerializeToString()
-            self.send_response(200)
+            self._answer(200, response_type().SerializeToString())
+
+        def _answer(self, status: int, payload: bytes) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -186,8 +185,29 @@ def serve_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
         def log_message(self, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return Handler
+
+
+def serve_receiver(*, keep: bool = True) -> tuple[Receiver, ThreadingHTTPServer]:
+    """Start a receiver on 127.0.0.1 and a free port in a daemon thread.
+
+    `keep=False` only counts the exports (no decoding, nothing kept). The caller stops it
+    with `server.shutdown()` and `server.server_close()`, or uses `otlp_sink`.
+    """
+    receiver = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver, keep))
     server.daemon_threads = True
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver, server
+
+
+@contextlib.contextmanager
+def otlp_sink(*, keep: bool = False) -> Iterator[Receiver]:
+    """A receiver for the length of a `with` block (counting only, unless `keep`)."""
+    receiver, server = serve_receiver(keep=keep)
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,96 @@
+"""Ports, polling with a deadline, the environment of a child process, its children."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from service.config import all_variable_names
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port() -> int:
+    """A port nobody listens on right now on 127.0.0.1 (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    transient: tuple[type[BaseException], ...] = (OSError,),
+    interval: float = 0.05,
+) -> float:
+    """Poll `condition` until it is true; return the seconds it took, fail after `timeout`.
+
+    `transient` errors (connection refused, timed out) mean "not yet"; anything else is fatal.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except transient:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(interval)  # polling interval, not a wait for something to happen
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGINT (Ctrl+C: wrk prints its summary, a headless Locust run writes its reports),
+    then SIGKILL if it has not ended after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without glassbox or OTEL settings, plus `extra`.
+
+    A measured server must run with exactly the variables it names, whatever the shell had.
+    """
+    names = all_variable_names()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in names and not key.startswith("OTEL_")
+    }
+    env.update(extra)
+    return env
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct child processes of `pid`, from /proc (no extra dependency)."""
+    found = set()
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # The command name is in parentheses and may contain spaces: split after it.
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.add(int(stat.split("/")[2]))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,80 @@
+"""The measurement harness (profiling/harness/): what bench and lab do when wrk is missing,
+and their progress output. (The OTLP sink's counting mode: tests/profiling/test_bench.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from profiling.harness.processes import ROOT
+from profiling.harness.progress import steps
+
+
+def _path_without_wrk(tmp_path: Path) -> tuple[str, Path]:
+    """A PATH with make and a fake apt-get (which leaves a mark if anything runs it), no wrk."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    make = shutil.which("make")
+    assert make is not None
+    (bin_dir / "make").symlink_to(make)
+    mark = tmp_path / "apt-get-ran"
+    fake = bin_dir / "apt-get"
+    fake.write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    fake.chmod(0o755)
+    return str(bin_dir), mark
+
+
+@pytest.mark.parametrize("target", ["bench", "lab"])
+def test_make_without_wrk_says_how_to_install_it_and_runs_no_apt_get(
+    target: str, tmp_path: Path
+) -> None:
+    path, mark = _path_without_wrk(tmp_path)
+    result = subprocess.run(
+        # -o: take the virtualenv as up to date (the test runs inside it).
+        [f"{path}/make", "--no-print-directory", "-o", ".venv/.synced", target],
+        cwd=ROOT,
+        env={**os.environ, "PATH": path, "LAB_DATABASE_URL": f"sqlite:///{tmp_path}/lab.db"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "apt-get install wrk" in result.stderr, result.stderr
+    assert "brew install wrk" in result.stderr, result.stderr
+    assert not mark.exists(), "apt-get was run"
+    assert not (tmp_path / "lab.db").exists(), "work started before wrk was checked"
+
+
+def test_progress_is_plain_lines_when_output_is_not_a_terminal() -> None:
+    code = (
+        "from profiling.harness.progress import steps\n"
+        "with steps('bench', 'rounds', 2) as progress:\n"
+        "    progress.advance('round 1/2 done')\n"
+        "    progress.say('a note')\n"
+        "    progress.advance('round 2/2 done')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "bench: rounds (2 steps)",
+        "bench: round 1/2 done",
+        "bench: a note",
+        "bench: round 2/2 done",
+    ]
+
+
+def test_progress_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with steps("lab", "recordings", 2) as progress:
+        progress.advance("cpu recorded")
+        progress.advance("idle recorded")
+        bar = progress.progress  # type: ignore[attr-defined]
+        (task,) = bar.tasks
+        assert (task.completed, task.total) == (2, 2)
