@@ -53,6 +53,7 @@ serve-payments: venv  ## The payments service under gunicorn, on PORT if given, 
 	    $(BIN)/gunicorn -c python:service.gunicorn_conf 'service.payments:create_app()'
 
 test: venv  ## Run the tests (PostgreSQL and Redis too when TEST_DATABASE_URL / TEST_REDIS_URL are set)
+	$(UV) sync --frozen --inexact --quiet --group bench  # the bench's peer is tested too
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv  ## ruff (lint and format check) and mypy
@@ -89,6 +90,7 @@ profile: venv  ## py-spy flame graphs (SVG, speedscope) and dumps of the gunicor
 	$(BIN)/python -m profiling.capture --url $(LOAD_URL)
 
 bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants (BENCH_SECONDS, BENCH_ROUNDS, …); JSON + PNG in profiling/results/
+	$(UV) sync --frozen --inexact --quiet --group bench  # the peer: FastAPI, uvicorn, asyncpg
 	$(BIN)/python -m profiling.bench
 
 # --- The profiling lab (docs/measurement.md, "The lab") ---
