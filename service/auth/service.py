@@ -38,9 +38,7 @@ def create_key(
     if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise Conflict(f"An API key named {name!r} already exists.")
     db.session.add(
-        ApiKey(
-            name=name, token_hash=hash_token(token), is_admin=admin, is_development=development
-        )
+        ApiKey(name=name, token_hash=hash_token(token), is_admin=admin, is_development=development)
     )
     db.session.commit()
     return token

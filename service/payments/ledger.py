@@ -192,9 +192,7 @@ class Ledger:
                 )
             )
 
-    def void_key(
-        self, *, key: str, order_id: int, amount: Decimal, currency: str
-    ) -> Authorization:
+    def void_key(self, *, key: str, order_id: int, amount: Decimal, currency: str) -> Authorization:
         """Void what was, is being, or will be authorized under `key`.
 
         When nothing arrived under the key yet, a `voided` row takes it: a late

@@ -190,9 +190,7 @@ def void_by_key() -> Any:
     key = _idempotency_key()
     if key is None:
         return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
-    authorization = ledger().void_key(
-        key=key, order_id=order_id, amount=amount, currency=currency
-    )
+    authorization = ledger().void_key(key=key, order_id=order_id, amount=amount, currency=currency)
     if not authorization.same_request(order_id=order_id, amount=amount, currency=currency):
         return _reused(authorization)
     return _released(authorization, Status.VOIDED)

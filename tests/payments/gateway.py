@@ -20,7 +20,7 @@ from service.orders.payments import gateway_for
 from tests.processes import PAYMENTS_APP, Process, start_gunicorn
 from tests.reliability.servers import server_env
 
-SHARED_SECRET = "payments-tests-shared-secret-0123456789abcdef"  # noqa: S105
+SHARED_SECRET = "payments-tests-shared-secret-0123456789abcdef"
 
 
 @dataclass
@@ -33,9 +33,7 @@ class Gateway:
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {SHARED_SECRET}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, self.base_url + path, headers=headers, timeout=30, **kwargs
-        )
+        return requests.request(method, self.base_url + path, headers=headers, timeout=30, **kwargs)
 
     def authorizations_of(self, order_id: int) -> list[dict[str, Any]]:
         response = self.call("GET", f"/api/v1/authorizations?order_id={order_id}")
