@@ -78,7 +78,6 @@ def worker_exit(server: Any, worker: Any) -> None:
 
     telemetry.shutdown()
 
-
 # The sync worker, but on SIGTERM it also serves the connections already queued on the
 # listening socket instead of leaving them to be reset (service/gunicorn_worker.py).
 worker_class = "service.gunicorn_worker.DrainingSyncWorker"

@@ -46,7 +46,11 @@ def test_postgres_upgrade_downgrade(postgres_url: str) -> None:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS {scratch}"))
         connection.execute(sa.text(f"CREATE DATABASE {scratch}"))
     admin.dispose()
-    target = sa.engine.make_url(url).set(database=scratch).render_as_string(hide_password=False)
+    target = (
+        sa.engine.make_url(url)
+        .set(database=scratch)
+        .render_as_string(hide_password=False)
+    )
     try:
         _cycle(target)
     finally:
