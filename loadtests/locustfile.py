@@ -303,7 +303,7 @@ class Shopper(FastHttpUser):
             return
         order_id = rng.choice(self.my_orders)
         with self.client.get(
-            f"{ORDERS}/{order_id}", name=f"{ORDERS}/{{id}}", catch_response=True
+            f"{ORDERS}/{order_id}", headers=self.auth, name=f"{ORDERS}/{{id}}", catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"status {response.status_code} {_problem_title(response)}")
