@@ -242,6 +242,8 @@ def stack(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "GLASSBOX_ENV": "production",
         "SECRET_KEY": SECRET_KEY,
+        "PAYMENTS_SHARED_SECRET": SECRET_KEY,  # production refuses the development one
+        "PAYMENTS_DATABASE_URL": f"sqlite:///{tmp / 'payments-ledger.db'}",
         "LOG_LEVEL": "WARNING",
         # No collector here: metrics reach Prometheus by the scrape path only.
         "OTEL_TRACES_EXPORTER": "none",
