@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -20,12 +20,10 @@ import requests
 from flask import current_app
 from opentelemetry import baggage, context, trace
 
-from service.config import DEFAULT_PAYMENTS_SHARED_SECRET
+from service.config import DEFAULT_PAYMENTS_SHARED_SECRET, PAYMENTS_BACKOFF_SECONDS
 from service.metrics import metrics
 
 tracer = trace.get_tracer("glassbox")
-
-BACKOFF_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -70,10 +68,13 @@ class InProcessGateway:
 
 
 class HttpPaymentGateway:
-    def __init__(self, base_url: str, *, timeout: float, retries: int, secret: str) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float, retries: int, secret: str, budget: float
+    ) -> None:
         self.url = f"{base_url.rstrip('/')}/api/v1/authorizations"
         self.timeout = timeout
         self.retries = retries
+        self.budget = budget  # seconds for one call, retries and backoff included
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {secret}"
 
@@ -99,13 +100,11 @@ class HttpPaymentGateway:
     ) -> PaymentResult:
         body = _body(order_id, amount)
         failure = "error"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                _backoff(attempt)
+        for attempt, timeout in enumerate(self._attempt_timeouts()):
             span.set_attribute("payment.attempts", attempt + 1)
             try:
                 response = self.session.post(
-                    self.url, json=body, headers={"Idempotency-Key": key}, timeout=self.timeout
+                    self.url, json=body, headers={"Idempotency-Key": key}, timeout=timeout
                 )
             except requests.Timeout:
                 failure = "timeout"
@@ -138,11 +137,9 @@ class HttpPaymentGateway:
     def _release(self, url: str, **kwargs: Any) -> None:
         """POST an idempotent void or refund until it answers 200; GatewayUnavailable if not."""
         answer = "no answer"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                _backoff(attempt)
+        for timeout in self._attempt_timeouts():
             try:
-                response = self.session.post(url, timeout=self.timeout, **kwargs)
+                response = self.session.post(url, timeout=timeout, **kwargs)
             except requests.RequestException as exc:
                 answer = type(exc).__name__
                 continue
@@ -153,14 +150,36 @@ class HttpPaymentGateway:
                 break  # refused (e.g. already refunded or voided the other way): no retry
         raise GatewayUnavailable(answer)
 
+    def _attempt_timeouts(self) -> Iterator[float]:
+        """The timeout of each attempt: retries with jittered backoff while the budget lasts.
+
+        An attempt gets PAYMENTS_TIMEOUT or what is left of the budget, whichever is less;
+        no retry (nor its backoff) starts once too little is left for it to answer.
+        """
+        deadline = time.monotonic() + self.budget
+        for attempt in range(self.retries + 1):
+            if attempt:
+                pause = _backoff_pause(attempt)
+                if deadline - time.monotonic() - pause < _SHORTEST_ATTEMPT:
+                    return
+                time.sleep(pause)
+            left = deadline - time.monotonic()
+            if left < _SHORTEST_ATTEMPT:
+                return
+            yield min(self.timeout, left)
+
+
+# Less time than this left in the budget: an attempt could not get an answer anyway.
+_SHORTEST_ATTEMPT = 0.05
+
 
 def _body(order_id: int, amount: Decimal) -> dict[str, Any]:
     return {"order_id": order_id, "amount": str(amount), "currency": "EUR"}
 
 
-def _backoff(attempt: int) -> None:
+def _backoff_pause(attempt: int) -> float:
     # Full jitter: spread the retries of many callers over the backoff window.
-    time.sleep(random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1)))  # noqa: S311
+    return random.uniform(0, PAYMENTS_BACKOFF_SECONDS * 2 ** (attempt - 1))  # noqa: S311
 
 
 def _problem_type(response: requests.Response) -> str:
@@ -185,6 +204,7 @@ def gateway_for(config: Mapping[str, Any]) -> PaymentGateway:
             config["PAYMENTS_URL"],
             timeout=float(config["PAYMENTS_TIMEOUT"]),
             retries=int(config["PAYMENTS_RETRIES"]),
+            budget=float(config["PAYMENTS_BUDGET"]),
             secret=str(config.get("PAYMENTS_SHARED_SECRET") or DEFAULT_PAYMENTS_SHARED_SECRET),
         )
     return InProcessGateway()

@@ -135,3 +135,25 @@ def test_unreachable_payments_service_is_503_not_500(
     response = place(client, auth_headers, product.id)
     assert response.status_code == 503
     assert response.json["order_status"] == "pending"
+
+
+def test_a_hung_payments_service_costs_at_most_the_payments_budget() -> None:
+    """A gateway that accepts the connection and never answers: retries stop when the
+    budget (PAYMENTS_BUDGET) runs out, not after PAYMENTS_TIMEOUT x (1 + PAYMENTS_RETRIES)."""
+    import socket
+    import time
+
+    from service.orders.payments import HttpPaymentGateway
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections complete in the backlog; nothing ever answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        gateway = HttpPaymentGateway(url, timeout=1.0, retries=5, secret="s" * 32, budget=1.5)
+        started = time.monotonic()
+        result = gateway.authorize(order_id=1, amount=Decimal("1.00"), key="order-1")
+        elapsed = time.monotonic() - started
+    assert result.unavailable
+    assert result.reason == "timeout"
+    # Six attempts of 1 s would take 6 s; the budget allows one whole and one short attempt.
+    assert elapsed < 1.5 + 0.5, elapsed

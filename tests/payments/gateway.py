@@ -67,6 +67,7 @@ def use_gateway(app: Flask, url: str, *, timeout: float = 2.0, retries: int = 1)
     """Point the app's orders at the payments service at `url`."""
     app.extensions["glassbox.payments"] = gateway_for(
         {
+            **app.config,  # PAYMENTS_BUDGET, as the app would have it
             "PAYMENTS_URL": url,
             "PAYMENTS_TIMEOUT": timeout,
             "PAYMENTS_RETRIES": retries,
