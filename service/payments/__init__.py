@@ -20,6 +20,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from service import telemetry
+from service.api import BoundedChunkedBody
 from service.config import (
     ENVIRONMENTS,
     PAYMENTS_SERVICE_VARIABLES,
@@ -63,6 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     telemetry.init_app(app, service_name="glassbox-payments", service_version="0.1.0")
     app.extensions["glassbox.payments.ledger"] = Ledger(settings["PAYMENTS_DATABASE_URL"])
     app.register_blueprint(blp)
+    # A chunked body is read (or refused by gunicorn's parser) before the app runs, as in the
+    # API: a malformed one is the server's 400, not an error inside a view.
+    app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 64 * 1024
+    app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
 
     @app.get("/health/live")
     @app.get("/health/ready")
