@@ -31,11 +31,13 @@ LONG_RUNNING = (
     "otel-collector",
     "jaeger",
     "prometheus",
+    "loki",
+    "pyroscope",
     "grafana",
 )
-# The collector image is built FROM scratch: no shell or client to run a healthcheck with.
-# Prometheus watches it instead (alert OtelCollectorDown).
-WITHOUT_HEALTHCHECK = {"otel-collector"}
+# The collector image is built FROM scratch and Loki's and Pyroscope's are distroless: no
+# shell or client to run a healthcheck with. Prometheus watches them instead (`up`).
+WITHOUT_HEALTHCHECK = {"otel-collector", "loki", "pyroscope"}
 
 
 def compose(
@@ -252,6 +254,9 @@ def test_only_ui_ports_and_the_api_are_published_and_only_on_loopback(
         "api": 8000,
         "jaeger": 16686,
         "prometheus": 9090,
+        # Their HTTP APIs (and Pyroscope's UI), for `make stack-check` from the host.
+        "loki": 3100,
+        "pyroscope": 4040,
         "grafana": 3000,
         "locust": 8089,
     }
