@@ -107,3 +107,17 @@ check-deploy: venv  ## hadolint, kustomize + kubernetes-validate 1.29-1.37, chec
 
 manifests: venv  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl would apply them
 	@$(BIN)/kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/$(K8S_OVERLAY)
+
+# --- The compose stack, end to end (observability/README.md, "The stack in CI") ---
+# Base URLs of a running stack; the defaults are compose.yaml's loopback ports.
+STACK_JAEGER_URL ?= http://127.0.0.1:16686
+STACK_PROMETHEUS_URL ?= http://127.0.0.1:9090
+STACK_LOKI_URL ?= http://127.0.0.1:3100
+STACK_PYROSCOPE_URL ?= http://127.0.0.1:4040
+STACK_CHECK_TIMEOUT ?= 180
+.PHONY: stack-check
+
+stack-check: venv  ## After traffic: a trace with the payments hop, an exemplar, its log line, a profile (STACK_*_URL)
+	$(BIN)/python observability/stack_check.py --timeout $(STACK_CHECK_TIMEOUT) \
+	    --jaeger $(STACK_JAEGER_URL) --prometheus $(STACK_PROMETHEUS_URL) \
+	    --loki $(STACK_LOKI_URL) --pyroscope $(STACK_PYROSCOPE_URL)
