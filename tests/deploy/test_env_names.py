@@ -22,6 +22,8 @@ LEFT_AT_DEFAULT = {
     "PAYMENTS_PORT": "read by the Makefile only; the payments containers get PORT=8001",
     "REPORTS_SQL_DELAY_MS": "a knob of the profiling lab; 0 (off) is the only production value",
     "CORS_ORIGINS": "empty, no CORS: set it only where a browser app on another origin calls /api/",
+    "PYROSCOPE_SERVER_ADDRESS": "profiling is off unless k8s/components/pyroscope sets it",
+    "PYROSCOPE_SAMPLE_RATE": "100 Hz, the profiler's default",
 }
 
 
