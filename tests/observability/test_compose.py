@@ -316,3 +316,23 @@ def test_prometheus_and_grafana_address_the_services_where_they_listen(
     assert (urls["prometheus"].hostname, urls["prometheus"].port) == ("prometheus", 9090)
     assert (urls["jaeger"].hostname, urls["jaeger"].port) == ("jaeger", 16686)
     assert services["jaeger"]["ports"][0]["target"] == 16686
+
+
+def test_one_postgresql_and_one_redis_version_everywhere() -> None:
+    """compose.yaml, CI's service containers and k8s/components/dev-datastores run the same
+    PostgreSQL and the same Redis image."""
+    sources = {
+        "compose.yaml": (ROOT / "compose.yaml").read_text(),
+        "ci.yml": (ROOT / ".github" / "workflows" / "ci.yml").read_text(),
+        "dev-datastores": "".join(
+            p.read_text() for p in sorted((ROOT / "k8s/components/dev-datastores").glob("*.yaml"))
+        ),
+    }
+    for product in ("postgres", "redis"):
+        found = {
+            name: set(re.findall(rf"image: ({product}:\S+)", text))
+            for name, text in sources.items()
+        }
+        images = set().union(*found.values())
+        assert len(images) == 1, found
+        assert all(len(tags) == 1 for tags in found.values()), found
