@@ -351,6 +351,22 @@ PAYMENTS_SERVICE_VARIABLES: tuple[Variable, ...] = (
     ),
 )
 
+# Read by service/profiles.py in the API and the payments service (README "Observability").
+PROFILING_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "PYROSCOPE_SERVER_ADDRESS",
+        "",
+        _http_url,
+        "Pyroscope server for continuous profiling (http://pyroscope:4040); empty: off",
+    ),
+    Variable(
+        "PYROSCOPE_SAMPLE_RATE",
+        "100",
+        _int(1, 1000),
+        "stack samples per second of the continuous profiler",
+    ),
+)
+
 # The OpenTelemetry SDK reads these itself (README "Observability").
 OTEL_VARIABLES: tuple[str, ...] = (
     "OTEL_SDK_DISABLED",
@@ -421,7 +437,10 @@ def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalEx
 def all_variable_names() -> frozenset[str]:
     """Every environment variable glassbox or its SDKs read: deployment files may set these."""
     return frozenset(
-        [v.name for v in VARIABLES + SERVER_VARIABLES + PAYMENTS_SERVICE_VARIABLES]
+        [
+            v.name
+            for v in VARIABLES + SERVER_VARIABLES + PAYMENTS_SERVICE_VARIABLES + PROFILING_VARIABLES
+        ]
         + list(OTEL_VARIABLES)
     )
 

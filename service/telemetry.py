@@ -271,6 +271,9 @@ def init_app(app: Flask, *, service_name: str, service_version: str) -> None:
         return
     app.extensions["glassbox.telemetry"] = True
     configure_process(service_name, service_version, str(app.config.get("GLASSBOX_ENV", "")))
+    from service import profiles  # imports route_template from this module
+
+    profiles.init_app(app, service_name=service_name)
     metrics.enable_prometheus()
     setting = app.config.get("TELEMETRY_INSTRUMENTATION") or os.environ.get(
         "TELEMETRY_INSTRUMENTATION", "lean"
