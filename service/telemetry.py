@@ -45,14 +45,13 @@ from sqlalchemy.pool import QueuePool
 
 from service import logging as app_logging
 from service.config import SignalExport, otel_exports
+from service.edge import UNOBSERVED_PREFIXES, set_trace_headers, unobserved_path
 from service.metrics import metrics
 
 log = logging.getLogger("service.telemetry")
 
 tracer = trace.get_tracer("glassbox")
 
-# Probes, scrapes and static files: no spans and no request metrics, only the access line.
-UNOBSERVED_PREFIXES = ("/health/", "/metrics", "/static/", "/docs", "/openapi.json")
 DEFAULT_SAMPLE_RATIO = 0.1
 SHUTDOWN_TIMEOUT_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -386,7 +385,7 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
             metric_method=sanitize_method(req.method),
             route=route_template(rule.rule) if rule is not None else "",
             scheme=scheme if scheme in _SCHEMES else "_OTHER",
-            observed=not req.path.startswith(UNOBSERVED_PREFIXES),
+            observed=not unobserved_path(req.path),
         )
         g.observed_request = state
         if not state.observed:
@@ -411,11 +410,7 @@ def _observe_requests(app: Flask, *, spans: bool) -> None:
         span = state.span or trace.get_current_span()
         span_context = span.get_span_context()
         if span_context.is_valid:
-            trace_id = format(span_context.trace_id, "032x")
-            response.headers["traceresponse"] = (
-                f"00-{trace_id}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
-            )
-            response.headers["X-Trace-Id"] = trace_id
+            set_trace_headers(response, span_context)
         if state.span is not None and state.span.is_recording():
             state.span.set_attribute("http.response.status_code", status)
             if status >= 500:
