@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
-from service import edge, health, telemetry
+from service import database, edge, health, telemetry
 from service import logging as app_logging
 from service.api import Api
 from service.auth.cli import api_keys_cli
@@ -74,10 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Before the limiter, so that its header hook runs after the limiter's (Flask runs
     # after_request hooks in reverse order of registration).
     edge.init_app(app)
-    _use_instrumented_pool(app)
-    db.init_app(app)
-    with app.app_context():
-        telemetry.instrument_engine(db.engine)
+    database.init_app(app, db)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     cache.init_app(app)
     make_limiter().init_app(app)
@@ -89,14 +82,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _use_instrumented_pool(app: Flask) -> None:
-    """Pool checkouts report their wait time (not for in-memory SQLite's single connection)."""
-    if ":memory:" not in app.config["SQLALCHEMY_DATABASE_URI"]:
-        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-        options.setdefault("poolclass", telemetry.InstrumentedQueuePool)
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-
-
 def _register_blueprints(api: Api) -> None:
     for blueprint in (health.blp, categories, products, orders, reports):
         api.register_blueprint(blueprint)
@@ -106,20 +91,3 @@ def _register_commands(app: Flask) -> None:
     app.cli.add_command(api_keys_cli)
     app.cli.add_command(orders_cli)
     app.cli.add_command(seed_command)
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLite ignores foreign keys unless asked, and WAL lets readers run beside a writer.
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
-        cursor.close()
-        # PostgreSQL's pg_sleep, so REPORTS_SQL_DELAY_MS works on the embedded default too.
-        dbapi_connection.create_function("pg_sleep", 1, _sleep_seconds)
-
-
-def _sleep_seconds(seconds: float) -> None:
-    time.sleep(seconds)

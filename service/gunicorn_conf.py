@@ -2,7 +2,8 @@
 
 Read by gunicorn, not by the app: HOST, PORT, WEB_CONCURRENCY and PROMETHEUS_MULTIPROC_DIR
 come from the environment. The app is not preloaded: each worker runs `create_app` after
-the fork, so OpenTelemetry's providers and export threads are per worker (service/telemetry.py).
+the fork, so OpenTelemetry's providers and export threads are per worker
+(service/telemetry/setup.py).
 """
 
 from __future__ import annotations

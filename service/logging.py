@@ -171,15 +171,15 @@ def configure_logging(
     # The access line below replaces werkzeug's and gunicorn's own request logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # SQLAlchemy quiets its own loggers; the instrumented pool's logger is named after
-    # its module (service.telemetry), so quiet it the same way.
-    logging.getLogger("service.telemetry.InstrumentedQueuePool").setLevel(logging.WARNING)
+    # its module (service.database), so quiet it the same way.
+    logging.getLogger("service.database.InstrumentedQueuePool").setLevel(logging.WARNING)
 
 
 access_log = logging.getLogger("glassbox.access")
 
 
 def log_access(method: str, route: str, status: int, seconds: float) -> None:
-    """One line per request; called by the request hooks in service/telemetry.py."""
+    """One line per request; called by the request hooks in service/telemetry/server.py."""
     extra: dict[str, Any] = {
         "method": method,
         "route": route or None,

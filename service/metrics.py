@@ -8,7 +8,7 @@ Names and labels are the same on both paths: OpenTelemetry's `http.server.reques
 (unit s) becomes `http_server_request_duration_seconds` in the collector's Prometheus
 exporter, which is the name prometheus_client uses here (observability/README.md).
 
-Every label is bounded whatever clients send: the request hooks (service/telemetry.py)
+Every label is bounded whatever clients send: the request hooks (service/telemetry/server.py)
 pass the normalised method (known, else `_OTHER`), the route template or nothing, and the
 scheme as http or https; `error.type` is the 5xx status code. An attribute the semantic
 conventions leave out when it does not apply (no route, no error) is an empty label on the
