@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_config(overrides=config)
     app_logging.configure_logging(
         settings["LOG_LEVEL"],
-        service_name=os.environ.get("OTEL_SERVICE_NAME") or app_logging.SERVICE_NAME,
+        service_name=settings["OTEL_SERVICE_NAME"] or app_logging.SERVICE_NAME,
         log_format=settings["LOG_FORMAT"],
         environment=settings["GLASSBOX_ENV"],
     )

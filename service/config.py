@@ -484,9 +484,29 @@ def load_config(
         # Fail open: a Redis outage must not take the API down (README, "Rate limiting").
         "RATELIMIT_SWALLOW_ERRORS": True,
         "TESTING": values["GLASSBOX_ENV"] == "test",
+        # The SDK reads it for the resource; the log lines carry the same name.
+        "OTEL_SERVICE_NAME": environ.get("OTEL_SERVICE_NAME", "").strip(),
     }
     config.update(overrides)
     return config
+
+
+def setting(config: Mapping[str, Any], name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One glassbox setting: from an app's config, else parsed from the environment.
+
+    For an app that does not load every glassbox variable (the payments service).
+    """
+    if config.get(name) not in (None, ""):
+        return config[name]
+    variable = next(v for v in VARIABLES if v.name == name)
+    environ = os.environ if environ is None else environ
+    return variable.parse(environ.get(name, "").strip() or variable.default)
+
+
+def prometheus_multiproc_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where gunicorn's workers share /metrics samples ("" when one process serves)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
 # Seconds kept back from the budget to write the answer (the 503 itself, logging).

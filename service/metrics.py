@@ -125,6 +125,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._prom: _Prometheus | None = None
+        self.multiproc_dir = ""
         self._otel: dict[str, Any] = {}
         self._worker = str(os.getpid())
         self._runtime_seen: dict[str, float] = {}
@@ -134,10 +135,11 @@ class Metrics:
 
     # set-up
 
-    def enable_prometheus(self) -> None:
+    def enable_prometheus(self, multiproc_dir: str = "") -> None:
+        """`multiproc_dir`: PROMETHEUS_MULTIPROC_DIR (service/config.py), "" for one process."""
         if self._prom is None:
             self._worker = str(os.getpid())  # after gunicorn's fork, not at import
-            folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            self.multiproc_dir = folder = multiproc_dir
             if folder:  # gunicorn's on_starting makes it; a CLI command may come first
                 os.makedirs(folder, exist_ok=True)
             self._prom = _Prometheus()
@@ -412,7 +414,7 @@ metrics = Metrics()
 
 def metrics_response() -> Response:
     """The `/metrics` body: every worker's samples when PROMETHEUS_MULTIPROC_DIR is set."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if metrics.multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)

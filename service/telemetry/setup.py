@@ -18,9 +18,9 @@ from typing import Any
 from flask import Flask, Response
 from opentelemetry import trace
 
-from service.config import SignalExport, otel_exports
+from service.config import SignalExport, otel_exports, prometheus_multiproc_dir, setting
 from service.edge import UNOBSERVED_PREFIXES
-from service.metrics import metrics
+from service.metrics import metrics, metrics_response
 from service.telemetry.gated import ParentGatedTracerProvider
 from service.telemetry.server import observe_requests
 
@@ -240,11 +240,9 @@ def init_app(app: Flask, *, service_name: str, service_version: str) -> None:
         return
     app.extensions["glassbox.telemetry"] = True
     configure_process(service_name, service_version, str(app.config.get("GLASSBOX_ENV", "")))
-    metrics.enable_prometheus()
-    setting = app.config.get("TELEMETRY_INSTRUMENTATION") or os.environ.get(
-        "TELEMETRY_INSTRUMENTATION", "lean"
-    )
-    contrib = process_state.contrib = str(setting).lower() == "contrib"
+    metrics.enable_prometheus(prometheus_multiproc_dir())
+    instrumentation = setting(app.config, "TELEMETRY_INSTRUMENTATION")
+    contrib = process_state.contrib = str(instrumentation).lower() == "contrib"
     if process_state.tracing and not process_state.external:
         _instrument_libraries()
     if contrib and process_state.tracing and not process_state.external:
@@ -274,6 +272,4 @@ def _instrument_libraries() -> None:
 
 
 def _metrics_view() -> Response:
-    from service.metrics import metrics_response
-
     return metrics_response()
