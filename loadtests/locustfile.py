@@ -307,7 +307,7 @@ class Shopper(FastHttpUser):
             return
         order_id = rng.choice(self.my_orders)
         with self.client.get(
-            f"{ORDERS}/{order_id}", name=f"{ORDERS}/{{id}}", catch_response=True
+            f"{ORDERS}/{order_id}", headers=self.auth, name=f"{ORDERS}/{{id}}", catch_response=True
         ) as response:
             accept(response, 200, check_order)
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 ENVIRONMENTS = ("development", "test", "production")
 DEFAULT_SECRET_KEY = "glassbox-development-secret-do-not-use-in-production"  # noqa: S105
 DEFAULT_DEV_API_KEY = "gbx_dev_key_for_local_use_only"
+DEFAULT_PAYMENTS_SHARED_SECRET = "glassbox-payments-development-secret"  # noqa: S105
 
 
 class ConfigError(ValueError):
@@ -290,6 +291,13 @@ VARIABLES: tuple[Variable, ...] = (
         "retries (with backoff) after a failed or timed-out payments call",
     ),
     Variable(
+        "PAYMENTS_SHARED_SECRET",
+        DEFAULT_PAYMENTS_SHARED_SECRET,
+        _text,
+        "bearer secret between the API and the payments service (both read it); "
+        "production needs a random value of 32+ characters",
+    ),
+    Variable(
         "IDEMPOTENCY_TTL",
         "86400",
         _int(60, 30 * 86400),
@@ -333,6 +341,13 @@ PAYMENTS_SERVICE_VARIABLES: tuple[Variable, ...] = (
         "0.0",
         _float(0.0, 1.0),
         "payments service: share of calls that fail with 503 (0 to 1)",
+    ),
+    Variable(
+        "PAYMENTS_DATABASE_URL",
+        "sqlite:///var/payments.db",
+        database_url,
+        "payments service: its own ledger database (sqlite:///… or postgresql://…), "
+        "never glassbox's",
     ),
 )
 
@@ -411,6 +426,15 @@ def all_variable_names() -> frozenset[str]:
     )
 
 
+def check_payments_secret(secret: str) -> None:
+    """Production refuses the development shared secret of the payments service, or a short one."""
+    if secret == DEFAULT_PAYMENTS_SHARED_SECRET or len(secret) < 32:
+        raise ConfigError(
+            "invalid configuration: PAYMENTS_SHARED_SECRET must be set to a random value of "
+            "at least 32 characters when GLASSBOX_ENV=production"
+        )
+
+
 def _project_path(path: str) -> str:
     """Resolve a relative SQLite path against the working directory and create its folder."""
     file = Path(path)
@@ -449,6 +473,8 @@ def load_config(
             "invalid configuration: SECRET_KEY must be set to a random value of at "
             "least 32 characters when GLASSBOX_ENV=production"
         )
+    if values["GLASSBOX_ENV"] == "production" and values["PAYMENTS_URL"]:
+        check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
 
     budget = request_budget(values)
     url: URL = values.pop("DATABASE_URL")

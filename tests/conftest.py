@@ -10,7 +10,7 @@ failure, never a skip.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from service import create_app
 from service.auth import service as auth
 from service.extensions import db
 from tests.factories import Factories
+from tests.payments.gateway import Gateway, start_gateway
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -160,6 +161,13 @@ def api_token(app: Flask) -> str:
 
 
 @pytest.fixture
+def admin_headers(app: Flask) -> dict[str, str]:
+    """An operator key (`api-keys create NAME --admin`): sees every key's orders."""
+    with app.app_context():
+        return {"Authorization": f"Bearer {auth.create_key(name='operator', admin=True)}"}
+
+
+@pytest.fixture
 def make(app: Flask) -> Factories:
     return Factories(app)
 
@@ -167,6 +175,21 @@ def make(app: Flask) -> Factories:
 @pytest.fixture
 def auth_headers(api_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture
+def payments_server(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start payments services under gunicorn (a SQLite ledger in tmp_path unless given)."""
+    started: list[Gateway] = []
+
+    def start(ledger_url: str = "", **env: str) -> Gateway:
+        ledger_url = ledger_url or f"sqlite:///{tmp_path / 'ledger.db'}"
+        started.append(start_gateway(tmp_path, ledger_url, **env))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        gateway.process.stop()
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ class Factories:
         status: str = OrderStatus.PAID,
         created_at: datetime | None = None,
         customer_email: str = "buyer@example.com",
+        api_key_id: int | None = None,
     ) -> Order:
         lines = [OrderItem(product_id=p.id, quantity=q, unit_price=p.price) for p, q in items]
         row = Order(
@@ -65,6 +66,7 @@ class Factories:
             total=sum((line.unit_price * line.quantity for line in lines), Decimal(0)),
             created_at=created_at or utcnow(),
             items=lines,
+            api_key_id=api_key_id,
         )
         with self.app.app_context():
             db.session.add(row)

@@ -21,6 +21,10 @@ from service.config import ConfigError, all_variable_names, load_config
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"GLASSBOX_ENV": "production"}, "SECRET_KEY"),
         ({"GLASSBOX_ENV": "production", "SECRET_KEY": "short"}, "SECRET_KEY"),
+        (
+            {"GLASSBOX_ENV": "production", "SECRET_KEY": "k" * 40, "PAYMENTS_URL": "http://p"},
+            "PAYMENTS_SHARED_SECRET",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_with_a_clear_message(overrides: dict, message: str) -> None:

@@ -14,10 +14,13 @@ api_keys_cli = AppGroup("api-keys", help="Manage API keys.")
 
 @api_keys_cli.command("create")
 @click.argument("name")
-def create(name: str) -> None:
+@click.option(
+    "--admin", is_flag=True, help="Operator scope: the key sees and cancels every key's orders."
+)
+def create(name: str, admin: bool) -> None:
     """Create a key and print its token (and only the token) on stdout."""
     try:
-        click.echo(auth.create_key(name=name))
+        click.echo(auth.create_key(name=name, admin=admin))
     except AppError as exc:
         raise click.ClickException(exc.detail) from None
 
@@ -39,6 +42,6 @@ def ensure_dev() -> None:
     if current_app.config["GLASSBOX_ENV"] == "production":
         raise click.ClickException("the development key is not created in production")
     token = current_app.config["DEV_API_KEY"]
-    auth.ensure_key(name="dev", token=token)
+    auth.ensure_dev_key(name="dev", token=token)
     click.echo(f"Development API key: {token}")
     click.echo(f'  curl -H "Authorization: Bearer {token}" ...')

@@ -39,6 +39,12 @@ def require_api_key(blp: Any) -> Callable[[F], F]:
     return decorator
 
 
+def owner_scope() -> int | None:
+    """Whose orders this request may see: its API key's id, or None (all) for an operator key."""
+    key = g.api_key
+    return None if key.is_admin else int(key.id)
+
+
 def rate_limit_key() -> str:
     """Limit per API key when a valid one is presented, else per client address.
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
@@ -17,6 +17,10 @@ class ApiKey(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Operator scope: sees and cancels every key's orders.
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Created from DEV_API_KEY by `api-keys ensure-dev`: refused in production whatever its token.
+    is_development: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     @property
     def revoked(self) -> bool:

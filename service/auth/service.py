@@ -26,21 +26,29 @@ def token_fingerprint(token: str) -> str:
     return hash_token(token)[:16]
 
 
-def create_key(*, name: str, token: str | None = None) -> str:
-    """Store a new key and return its token (the only time it is visible)."""
+def create_key(
+    *, name: str, token: str | None = None, admin: bool = False, development: bool = False
+) -> str:
+    """Store a new key and return its token (the only time it is visible).
+
+    `admin` keys (operator scope) see every key's orders; `development` keys are refused
+    in production.
+    """
     token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
     if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise Conflict(f"An API key named {name!r} already exists.")
-    db.session.add(ApiKey(name=name, token_hash=hash_token(token)))
+    db.session.add(
+        ApiKey(name=name, token_hash=hash_token(token), is_admin=admin, is_development=development)
+    )
     db.session.commit()
     return token
 
 
-def ensure_key(*, name: str, token: str) -> bool:
-    """Create the key unless one with this name exists; True when it was created."""
+def ensure_dev_key(*, name: str, token: str) -> bool:
+    """Create the development key unless one with this name exists; True when created."""
     if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         return False
-    create_key(name=name, token=token)
+    create_key(name=name, token=token, development=True)
     return True
 
 
@@ -70,4 +78,6 @@ def authenticate(*, token: str | None) -> ApiKey:
         raise Unauthorized("The API key is not valid.")
     if key.revoked:
         raise Unauthorized("The API key has been revoked.")
+    if key.is_development and config["GLASSBOX_ENV"] == "production":
+        raise Unauthorized("The development API key is not accepted in production.")
     return key

@@ -11,24 +11,36 @@ from service.database import Base, Money, UTCDateTime, utcnow
 
 
 class OrderStatus(StrEnum):
+    """pending → paid | payment_failed | cancelled; paid → cancelled (refunded first)."""
+
     PENDING = "pending"
     PAID = "paid"
+    PAYMENT_FAILED = "payment_failed"
     CANCELLED = "cancelled"
 
 
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'paid', 'cancelled')", name="status_known"),
+        CheckConstraint(
+            "status IN ('pending', 'paid', 'payment_failed', 'cancelled')", name="status_known"
+        ),
         CheckConstraint("total >= 0", name="total_not_negative"),
         Index("ix_orders_customer_email_id", "customer_email", "id"),
         Index("ix_orders_status_id", "status", "id"),
         Index("ix_orders_created_at", "created_at"),
+        Index("ix_orders_api_key_id_id", "api_key_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_email: Mapped[str] = mapped_column(String(254))
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PENDING)
+    # The API key that placed the order: only it (or an operator key) may see or cancel it.
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
+    )
+    # The order's Idempotency-Key at the payments service: unique beyond this database.
+    payment_key: Mapped[str | None] = mapped_column(String(64), default=None)
     total: Mapped[Decimal] = mapped_column(Money())
     payment_reference: Mapped[str | None] = mapped_column(String(64), default=None)
     # Why a cancelled order was cancelled: customer, payment_declined, payment_expired.

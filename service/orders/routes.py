@@ -8,7 +8,7 @@ from flask import g
 from flask.views import MethodView
 
 from service.api import Blueprint
-from service.auth.decorators import require_api_key
+from service.auth.decorators import owner_scope, require_api_key
 from service.orders import service as orders
 from service.orders.schemas import (
     IdempotencyHeadersSchema,
@@ -26,19 +26,23 @@ ORDER_ID = "<int(min=1, max=2147483647):order_id>"
 
 @blp.route("")
 class Orders(MethodView):
+    @require_api_key(blp)
     @blp.arguments(OrderListArgsSchema, location="query")
     @blp.response(200, OrderPageSchema)
     @blp.doc(operationId="listOrders")
     def get(self, args: dict[str, Any]) -> Any:
-        """List orders, newest first"""
-        page = orders.list_orders(**args)
+        """List this API key's orders (an operator key: everyone's), newest first"""
+        page = orders.list_orders(**args, owner=owner_scope())
         return page, link_headers(page)
 
     @require_api_key(blp)
     @blp.arguments(OrderCreateSchema)
     @blp.arguments(IdempotencyHeadersSchema, location="headers")
     @blp.response(201, OrderSchema)
-    @blp.alt_response(409, response="CONFLICT", description="Not enough stock")
+    @blp.alt_response(402, response="PAYMENT_REQUIRED", description="Payment declined")
+    @blp.alt_response(
+        409, response="CONFLICT", description="Not enough stock, or cancelled during payment"
+    )
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Payment undecided")
     @blp.doc(operationId="placeOrder")
     def post(self, data: dict[str, Any], headers: dict[str, Any]) -> Any:
@@ -50,21 +54,23 @@ class Orders(MethodView):
 
 @blp.route(f"/{ORDER_ID}")
 class OrderById(MethodView):
+    @require_api_key(blp)
     @blp.response(200, OrderSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(404, response="NOT_FOUND", description="No such order for this key")
     @blp.doc(operationId="getOrder")
     def get(self, order_id: int) -> Any:
-        """Get an order"""
-        return orders.get_order(order_id=order_id)
+        """Get one of this API key's orders"""
+        return orders.get_order(order_id=order_id, owner=owner_scope())
 
 
 @blp.route(f"/{ORDER_ID}/cancel")
 class OrderCancel(MethodView):
     @require_api_key(blp)
     @blp.response(200, OrderSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="Already cancelled")
+    @blp.alt_response(404, response="NOT_FOUND", description="No such order for this key")
+    @blp.alt_response(409, response="CONFLICT", description="Already cancelled or failed")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Payment not released")
     @blp.doc(operationId="cancelOrder")
     def post(self, order_id: int) -> Any:
-        """Cancel an order and put its stock back"""
-        return orders.cancel_order(order_id=order_id)
+        """Cancel an order: void or refund its payment, then put its stock back"""
+        return orders.cancel_order(order_id=order_id, owner=owner_scope())

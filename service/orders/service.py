@@ -1,9 +1,17 @@
-"""Orders: placing (stock reserved atomically, then payment), listing and cancelling."""
+"""Orders: placing (stock reserved atomically, then payment), listing and cancelling.
+
+States: pending → paid | payment_failed | cancelled, and paid → cancelled. Money is never
+held for an order that is not paid: cancelling a pending order first voids its payment at
+the gateway (by the order's Idempotency-Key, which also stops an authorization still in
+flight), cancelling a paid order first refunds it; only then does the stock go back.
+Every order belongs to the API key that placed it (`owner`; None means an operator key).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -20,6 +28,7 @@ from service.catalog.models import Product
 from service.catalog.service import forget_products
 from service.database import CENT, utcnow
 from service.errors import (
+    AppError,
     Conflict,
     DependencyUnavailable,
     NotFound,
@@ -30,17 +39,24 @@ from service.extensions import db
 from service.fields import MAX_AMOUNT
 from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
-from service.orders.payments import current_gateway
+from service.orders.payments import GatewayUnavailable, current_gateway
 from service.pagination import Page, SortKey, keyset_page, scope_of
 
 tracer = trace.get_tracer("glassbox")
 
 OrderData = dict[str, Any]
+PENDING, PAID = OrderStatus.PENDING, OrderStatus.PAID
 
 
 class PaymentUnavailable(DependencyUnavailable):
     slug = "payment-unavailable"
     title = "Payment service unavailable"
+
+
+class PaymentDeclined(AppError):
+    status = 402
+    slug = "payment-declined"
+    title = "Payment declined"
 
 
 class IdempotencyKeyReused(ValidationFailed):
@@ -179,7 +195,12 @@ def _reserve(
                 detail="The order total is larger than an order can hold.",
             )
         order = Order(
-            customer_email=customer_email, status=OrderStatus.PENDING, total=total, items=lines
+            customer_email=customer_email,
+            status=OrderStatus.PENDING,
+            total=total,
+            items=lines,
+            api_key_id=api_key_id,
+            payment_key=f"order-{uuid.uuid4().hex}",
         )
         db.session.add(order)
         db.session.flush()
@@ -198,13 +219,21 @@ def _reserve(
     return order
 
 
+def payment_key(order: Order) -> str:
+    """The order's Idempotency-Key at the payments service."""
+    return order.payment_key or f"order-{order.id}"
+
+
 def _finish(order: Order, span: Any) -> OrderData:
-    """Take payment for a pending order; paid and cancelled orders are returned as they are."""
+    """Take payment for a pending order; other states are answered as they stand."""
     span.set_attribute("order.id", order.id)
     span.set_attribute("order.total", float(order.total))
     if order.status == OrderStatus.PENDING:
-        payment = current_gateway().authorize(order_id=order.id, amount=order.total)
+        payment = current_gateway().authorize(
+            order_id=order.id, amount=order.total, key=payment_key(order)
+        )
         if payment.approved:
+            # Conditional: a cancel that voided this payment meanwhile keeps the order.
             changed = db.session.execute(
                 update(Order)
                 .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
@@ -215,6 +244,14 @@ def _finish(order: Order, span: Any) -> OrderData:
             db.session.refresh(order)
             if cast(CursorResult[Any], changed).rowcount == 1:
                 metrics.order_placed(OrderStatus.PAID, float(order.total))
+        elif payment.voided:
+            db.session.refresh(order)
+            if order.status == OrderStatus.PENDING:
+                raise Conflict(
+                    f"Order {order.id} is being cancelled: its payment was voided.",
+                    order_id=order.id,
+                    order_status=order.status,
+                )
         elif payment.unavailable:
             span.set_attribute("order.status", order.status)
             raise PaymentUnavailable(
@@ -223,10 +260,18 @@ def _finish(order: Order, span: Any) -> OrderData:
                 order_id=order.id,
                 order_status=order.status,
             )
-        else:
-            _cancel(order, reason="payment_declined")
-            metrics.order_placed(OrderStatus.CANCELLED, 0.0)
+        elif _release_stock(
+            order, reason="payment_declined", to=OrderStatus.PAYMENT_FAILED, since=[PENDING]
+        ):
+            metrics.order_placed(OrderStatus.PAYMENT_FAILED, 0.0)
     span.set_attribute("order.status", order.status)
+    if order.status == OrderStatus.PAYMENT_FAILED:
+        raise PaymentDeclined(
+            f"The payment for order {order.id} was declined; the order is not placed "
+            "and its stock is released.",
+            order_id=order.id,
+            order_status=order.status,
+        )
     return order_data(order)
 
 
@@ -246,24 +291,33 @@ def _refuse_line(product_id: int, quantity: int) -> None:
     )
 
 
-def get_order(*, order_id: int) -> OrderData:
-    order = db.session.scalar(
-        select(Order).options(selectinload(Order.items)).where(Order.id == order_id)
-    )
+def _owned_order(order_id: int, owner: int | None) -> Order:
+    """The order if `owner` may see it (None: any); someone else's is as absent as a missing one."""
+    statement = select(Order).options(selectinload(Order.items)).where(Order.id == order_id)
+    if owner is not None:
+        statement = statement.where(Order.api_key_id == owner)
+    order = db.session.scalar(statement)
     if order is None:
         raise NotFound(f"Order {order_id} does not exist.")
-    return order_data(order)
+    return order
+
+
+def get_order(*, order_id: int, owner: int | None) -> OrderData:
+    return order_data(_owned_order(order_id, owner))
 
 
 def list_orders(
     *,
+    owner: int | None,
     limit: int,
     cursor: str | None,
     status: str | None = None,
     customer_email: str | None = None,
 ) -> Page[OrderData]:
-    """Newest first."""
+    """Newest first; only `owner`'s orders unless owner is None (an operator key)."""
     statement = select(Order).options(selectinload(Order.items))
+    if owner is not None:
+        statement = statement.where(Order.api_key_id == owner)
     if status is not None:
         statement = statement.where(Order.status == status)
     if customer_email is not None:
@@ -273,31 +327,57 @@ def list_orders(
         sort=SortKey(Order.id, Order.id, descending=True),
         limit=limit,
         cursor=cursor,
-        scope=scope_of("orders", {"status": status, "customer_email": customer_email}),
+        scope=scope_of(
+            "orders", {"owner": owner, "status": status, "customer_email": customer_email}
+        ),
         execute=lambda s: list(db.session.scalars(s)),
         key_of=lambda o: (o.id, o.id),
     )
     return Page([order_data(o) for o in page.items], page.next_cursor)
 
 
-def cancel_order(*, order_id: int) -> OrderData:
-    """Cancel once and put the stock back; cancelling again is a conflict."""
+def cancel_order(*, order_id: int, owner: int | None) -> OrderData:
+    """Release the money (void a pending payment, refund a paid one), then the stock.
+
+    Cancelling again, or cancelling an order whose payment failed, is a conflict. When the
+    payments service does not answer, the order stays as it was (503) and may be cancelled
+    again later.
+    """
     with tracer.start_as_current_span("orders.cancel") as span:
         span.set_attribute("order.id", order_id)
-        order = db.session.scalar(
-            select(Order).options(selectinload(Order.items)).where(Order.id == order_id)
-        )
-        if order is None:
-            raise NotFound(f"Order {order_id} does not exist.")
-        if order.status == OrderStatus.CANCELLED:
-            raise Conflict(f"Order {order_id} is already cancelled.")
-        _cancel(order, reason="customer")
+        order = _owned_order(order_id, owner)
+        if order.status in (OrderStatus.CANCELLED, OrderStatus.PAYMENT_FAILED):
+            raise Conflict(f"Order {order_id} is already {order.status}.")
+        _release_money(order)
+        # Pending or paid: a payment approved after the void above is voided too.
+        if not _release_stock(order, reason="customer", since=[PENDING, PAID]):
+            raise Conflict(f"Order {order_id} is already {order.status}.")
+        metrics.order_cancelled()
         span.set_attribute("order.items_count", len(order.items))
         return order_data(order)
 
 
+def _release_money(order: Order) -> None:
+    gateway = current_gateway()
+    try:
+        if order.status == OrderStatus.PAID and order.payment_reference:
+            gateway.refund(reference=order.payment_reference)
+        else:
+            gateway.void(order_id=order.id, amount=order.total, key=payment_key(order))
+    except GatewayUnavailable as exc:
+        raise PaymentUnavailable(
+            f"Order {order.id} was not cancelled: the payments service did not release "
+            f"its payment ({exc}). Try again shortly.",
+            order_id=order.id,
+            order_status=order.status,
+        ) from None
+
+
 def expire_pending(*, older_than: timedelta) -> int:
-    """Cancel orders whose payment never reached a decision, and forget old idempotency keys."""
+    """Cancel orders whose payment never reached a decision, and forget old idempotency keys.
+
+    Each payment is voided first; an order whose void fails stays pending for the next run.
+    """
     cutoff = utcnow() - older_than
     stale = db.session.scalars(
         select(Order)
@@ -307,27 +387,40 @@ def expire_pending(*, older_than: timedelta) -> int:
     expired = 0
     for order in stale:
         try:
-            _cancel(order, reason="payment_expired")
-            expired += 1
-        except Conflict:  # cancelled meanwhile
+            _release_money(order)
+        except PaymentUnavailable:
             continue
+        if _release_stock(order, reason="payment_expired", since=[PENDING]):
+            metrics.order_cancelled()
+            expired += 1
     ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
     db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
     db.session.commit()
     return expired
 
 
-def _cancel(order: Order, *, reason: str) -> None:
+def _release_stock(
+    order: Order,
+    *,
+    reason: str,
+    since: list[OrderStatus],
+    to: OrderStatus = OrderStatus.CANCELLED,
+) -> bool:
+    """Move the order from one of `since` to `to` and put its stock back; False if it had left.
+
+    Conditional on the old status: of two concurrent releases exactly one restores stock.
+    """
     try:
-        # Conditional on the old status: of two concurrent cancels exactly one restores stock.
         result = db.session.execute(
             update(Order)
-            .where(Order.id == order.id, Order.status != OrderStatus.CANCELLED)
-            .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
+            .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
+            .values(status=to, cancellation_reason=reason)
             .execution_options(synchronize_session=False)
         )
         if cast(CursorResult[Any], result).rowcount != 1:
-            raise Conflict(f"Order {order.id} is already cancelled.")
+            db.session.rollback()
+            db.session.refresh(order)
+            return False
         for item in order.items:
             db.session.execute(
                 update(Product)
@@ -340,5 +433,5 @@ def _cancel(order: Order, *, reason: str) -> None:
         db.session.rollback()
         raise
     db.session.refresh(order)
-    metrics.order_cancelled()
     forget_products(item.product_id for item in order.items)
+    return True

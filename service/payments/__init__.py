@@ -1,7 +1,9 @@
 """The payments service: a small Flask app of its own, the second hop of every order.
 
-POST /api/v1/authorizations {"order_id", "amount", "currency"} → 201 {"reference", …},
-402 when declined (amounts over DECLINE_ABOVE), 503 for the injected failure rate.
+It stands in for a real payment gateway and behaves like one (docs/payments.md): a durable
+ledger shared by every worker (PAYMENTS_DATABASE_URL, never glassbox's database), a unique
+Idempotency-Key per authorization, void and refund, look-ups by reference and by order,
+and a shared secret (PAYMENTS_SHARED_SECRET) on every /api/ call.
 PAYMENTS_LATENCY_MS and PAYMENTS_FAILURE_RATE are knobs for experiments (the profiling
 lab slows this service down to show what tracing sees that a profiler does not).
 Instrumented like the API (service/telemetry.py); `make serve-payments` runs it.
@@ -10,34 +12,36 @@ Instrumented like the API (service/telemetry.py); `make serve-payments` runs it.
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import Flask, jsonify, request
-from opentelemetry import baggage, trace
+import sqlalchemy.exc
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from service import telemetry
-from service.config import PAYMENTS_SERVICE_VARIABLES, ConfigError
+from service.api import BoundedChunkedBody
+from service.config import (
+    ENVIRONMENTS,
+    PAYMENTS_SERVICE_VARIABLES,
+    VARIABLES,
+    ConfigError,
+    check_payments_secret,
+)
 from service.logging import configure_logging
+from service.payments.ledger import Ledger
+from service.payments.routes import blp, problem
 
-DECLINE_ABOVE = Decimal("10000.00")
-_IDEMPOTENCY_MEMORY = 10_000
-
-tracer = trace.get_tracer("glassbox.payments")
+# Read by both services: the environment and the secret they share.
+_SHARED = {"GLASSBOX_ENV", "PAYMENTS_SHARED_SECRET"}
+_VARIABLES = PAYMENTS_SERVICE_VARIABLES + tuple(v for v in VARIABLES if v.name in _SHARED)
 
 
 def _settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     overrides = dict(overrides or {})
     values: dict[str, Any] = {}
     problems = []
-    for variable in PAYMENTS_SERVICE_VARIABLES:
+    for variable in _VARIABLES:
         raw = overrides.pop(variable.name, os.environ.get(variable.name) or variable.default)
         try:
             values[variable.name] = variable.parse(raw)
@@ -45,26 +49,11 @@ def _settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
             problems.append(f"{variable.name}={raw!r}: {exc}")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
+    assert values["GLASSBOX_ENV"] in ENVIRONMENTS
+    if values["GLASSBOX_ENV"] == "production":
+        check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
     values.update(overrides)
     return values
-
-
-class _Ledger:
-    """Authorisations by idempotency key (in memory: a demo processor, not a bank)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_key: OrderedDict[str, dict[str, Any]] = OrderedDict()
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._by_key.get(key)
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        with self._lock:
-            self._by_key[key] = value
-            while len(self._by_key) > _IDEMPOTENCY_MEMORY:
-                self._by_key.popitem(last=False)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -72,85 +61,35 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"), service_name="glassbox-payments")
     app = Flask(__name__)
     app.config.update(settings)
-    app.config.setdefault("GLASSBOX_ENV", os.environ.get("GLASSBOX_ENV", "development"))
     telemetry.init_app(app, service_name="glassbox-payments", service_version="0.1.0")
-    ledger = _Ledger()
+    app.extensions["glassbox.payments.ledger"] = Ledger(settings["PAYMENTS_DATABASE_URL"])
+    app.register_blueprint(blp)
+    # A chunked body is read (or refused by gunicorn's parser) before the app runs, as in the
+    # API: a malformed one is the server's 400, not an error inside a view.
+    app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 64 * 1024
+    app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
 
     @app.get("/health/live")
     @app.get("/health/ready")
     def health() -> Any:
         return {"status": "ok", "checks": {}}
 
-    @app.post("/api/v1/authorizations")
-    def authorize() -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("order_id"), int):
-            return _problem(422, "Validation failed", "order_id (integer) and amount are required.")
-        try:
-            amount = Decimal(str(body.get("amount")))
-        except InvalidOperation:
-            return _problem(422, "Validation failed", "amount must be a decimal string.")
-        if not amount.is_finite() or amount < 0:
-            return _problem(422, "Validation failed", "amount must be a non-negative decimal.")
-        key = request.headers.get("Idempotency-Key") or f"order-{body['order_id']}"
-        order_from_baggage = baggage.get_baggage("glassbox.order_id")
-        span = trace.get_current_span()
-        span.set_attribute("payment.order_id", body["order_id"])
-        if order_from_baggage is not None:
-            span.set_attribute("glassbox.order_id", str(order_from_baggage))
-
-        previous = ledger.get(key)
-        if previous is not None:
-            span.set_attribute("payment.idempotent_replay", True)
-            return jsonify(previous["body"]), previous["status"]
-
-        with tracer.start_as_current_span("payments.risk_check") as check:
-            latency = app.config["PAYMENTS_LATENCY_MS"] / 1000
-            if latency:
-                time.sleep(latency)  # the experiment's knob: a slow dependency
-            check.set_attribute("payment.amount", float(amount))
-        if random.random() < app.config["PAYMENTS_FAILURE_RATE"]:  # noqa: S311
-            return _problem(503, "Service unavailable", "Injected failure (PAYMENTS_FAILURE_RATE).")
-        if amount > DECLINE_ABOVE:
-            result = {
-                "approved": False,
-                "reason": "amount over limit",
-                "order_id": body["order_id"],
-            }
-            ledger.put(key, {"body": result, "status": 402})
-            return jsonify(result), 402
-        result = {
-            "approved": True,
-            "reference": f"pay-{uuid.uuid4().hex[:16]}",
-            "order_id": body["order_id"],
-            "amount": f"{amount:.2f}",
-        }
-        ledger.put(key, {"body": result, "status": 201})
-        return jsonify(result), 201
-
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        return _problem(error.code or 500, error.name, error.description or error.name)
+        return problem(error.code or 500, error.name, error.description or error.name)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:
         telemetry.record_exception(error)
+        if isinstance(error, sqlalchemy.exc.OperationalError):
+            app.logger.error("ledger database unavailable: %s", type(error).__name__)
+            return problem(
+                503,
+                "Service unavailable",
+                "The ledger is not answering.",
+                headers={"Retry-After": "5"},
+            )
         app.logger.exception("unhandled error")
-        return _problem(500, "Internal server error", "The payment could not be processed.")
+        return problem(500, "Internal server error", "The payment could not be processed.")
 
     return app
-
-
-def _problem(status: int, title: str, detail: str) -> Any:
-    response = jsonify(
-        {
-            "type": "about:blank",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": request.path,
-        }
-    )
-    response.status_code = status
-    response.mimetype = "application/problem+json"
-    return response

@@ -84,3 +84,28 @@ def test_dev_key_works_in_development_and_is_refused_in_production(sqlite_url: s
         from tests.conftest import _clean
 
         _clean(dev)
+
+
+def test_production_refuses_the_stored_dev_key_whatever_dev_api_key_says(
+    sqlite_url: str,
+) -> None:
+    dev = build_app(sqlite_url, GLASSBOX_ENV="development")
+    assert dev.test_cli_runner().invoke(args=["api-keys", "ensure-dev"]).exit_code == 0
+    headers = {"Authorization": f"Bearer {dev.config['DEV_API_KEY']}"}
+    try:
+        with dev.app_context():
+            key = db.session.scalar(select(ApiKey).where(ApiKey.name == "dev"))
+            assert key.is_development
+        prod = build_app(
+            sqlite_url,
+            GLASSBOX_ENV="production",
+            SECRET_KEY="x" * 40,
+            DEV_API_KEY="another-value-entirely-0123456789",
+        )
+        refused = prod.test_client().post(WRITE[0], json={"name": "Sneaky"}, headers=headers)
+        assert refused.status_code == 401
+        assert "development" in refused.json["detail"]
+    finally:
+        from tests.conftest import _clean
+
+        _clean(dev)

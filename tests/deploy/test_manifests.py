@@ -328,10 +328,20 @@ def test_production_settings(rendered: dict[str, list[dict[str, Any]]], overlay:
     }
     assert secrets == {
         name: {"name": "glassbox-secrets", "key": name}
-        for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+        for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "PAYMENTS_SHARED_SECRET")
+    }
+    payments = find(docs, "Deployment", "glassbox-payments")["spec"]["template"]["spec"]
+    payments_secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in payments["containers"][0]["env"]
+        if "valueFrom" in e
+    }
+    assert payments_secrets == {
+        name: {"name": "glassbox-secrets", "key": name}
+        for name in ("PAYMENTS_SHARED_SECRET", "PAYMENTS_DATABASE_URL")
     }
     template = yaml.safe_load((ROOT / "k8s" / "secret.template.yaml").read_text())
-    assert set(template["stringData"]) == set(secrets)
+    assert set(template["stringData"]) == set(secrets) | set(payments_secrets)
     # Placeholders only: every value still has a <...> to fill in.
     assert all("<" in value for value in template["stringData"].values())
 

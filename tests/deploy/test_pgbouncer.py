@@ -256,10 +256,12 @@ def _shop(app: Flask, token: str, products: list[int], clients: int, rounds: int
             if placed.status_code != 201:
                 continue
             order = placed.get_json()["id"]
-            seen.append(("get order", client.get(f"/api/v1/orders/{order}").status_code))
+            read = client.get(f"/api/v1/orders/{order}", headers=headers)
+            seen.append(("get order", read.status_code))
             cancelled = client.post(f"/api/v1/orders/{order}/cancel", headers=headers)
             seen.append(("cancel order", cancelled.status_code))
-            seen.append(("list orders", client.get("/api/v1/orders?limit=5").status_code))
+            listed = client.get("/api/v1/orders?limit=5", headers=headers)
+            seen.append(("list orders", listed.status_code))
         return seen
 
     with ThreadPoolExecutor(max_workers=clients) as pool:

@@ -30,6 +30,7 @@ STACK_SECRETS = {
     "POSTGRES_PASSWORD": "dummy-postgres-password",
     "REDIS_PASSWORD": "dummy-redis-password",
     "SECRET_KEY": "dummy-secret-key-for-compose-config-0123456789",
+    "PAYMENTS_SHARED_SECRET": "dummy-payments-shared-secret-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
 }
 

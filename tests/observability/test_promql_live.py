@@ -235,6 +235,8 @@ def stack(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "GLASSBOX_ENV": "production",
         "SECRET_KEY": SECRET_KEY,
+        "PAYMENTS_SHARED_SECRET": SECRET_KEY,  # production refuses the development one
+        "PAYMENTS_DATABASE_URL": f"sqlite:///{tmp / 'payments-ledger.db'}",
         "LOG_LEVEL": "WARNING",
         # No collector here: metrics reach Prometheus by the scrape path only.
         "OTEL_TRACES_EXPORTER": "none",
@@ -474,10 +476,10 @@ def test_prometheus_evaluates_every_rule_without_error(stack: Stack) -> None:
 def test_the_traffic_is_what_the_metrics_say(stack: Stack) -> None:
     """A few sums checked against the requests sent: the scrape path counts what happened."""
     api = 'job="glassbox-api"'
-    # Two cancelled by the customer, plus every order whose payment was declined.
-    declined = stack.values(f'sum(glassbox_orders_placed_total{{{api}, status="cancelled"}})')
+    # Declined payments end `payment_failed`; only the customers' two cancels are cancellations.
+    declined = stack.values(f'sum(glassbox_orders_placed_total{{{api}, status="payment_failed"}})')
     assert declined == [2.0]
-    assert stack.values(f"sum(glassbox_orders_cancelled_total{{{api}}})") == [2.0 + declined[0]]
+    assert stack.values(f"sum(glassbox_orders_cancelled_total{{{api}}})") == [2.0]
     assert stack.values(f'sum(glassbox_orders_placed_total{{{api}, status="paid"}})') == [2.0]
     statuses = stack.query(
         f"sum by (http_response_status_code) (http_server_request_duration_seconds_count{{{api}}})"

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import Order
-from service.orders.payments import PaymentResult
+from service.orders.payments import InProcessGateway, PaymentResult
 from tests.factories import Factories
 
 
@@ -51,7 +51,7 @@ def test_place_order_decrements_stock_and_captures_price(
 
     # A later price change does not rewrite the order.
     client.patch(f"/api/v1/products/{mug.id}", json={"price": "99.00"}, headers=auth_headers)
-    again = client.get(f"/api/v1/orders/{order['id']}").json
+    again = client.get(f"/api/v1/orders/{order['id']}", headers=auth_headers).json
     assert again["total"] == "34.50"
 
 
@@ -150,22 +150,34 @@ def test_cancel_unknown_order_is_404(client: FlaskClient, auth_headers: dict) ->
     assert client.post("/api/v1/orders/999/cancel", headers=auth_headers).status_code == 404
 
 
-def test_declined_payment_cancels_and_restores_stock(
+def test_declined_payment_is_402_naming_the_order_and_restores_stock(
     client: FlaskClient, make: Factories, auth_headers: dict, app: Flask
 ) -> None:
-    class Declining:
-        def authorize(self, *, order_id: int, amount: Decimal) -> PaymentResult:
+    class Declining(InProcessGateway):
+        def authorize(self, *, order_id: int, amount: Decimal, key: str) -> PaymentResult:
             return PaymentResult(approved=False, reason="card declined")
 
     app.extensions["glassbox.payments"] = Declining()
     product = make.product(stock=2)
     response = place(client, auth_headers, (product.id, 2))
-    assert response.status_code == 201
-    assert response.json["status"] == "cancelled"
+    assert response.status_code == 402
+    assert response.content_type == "application/problem+json"
+    assert response.json["type"].endswith("payment-declined")
+    order_id = response.json["order_id"]
+    assert str(order_id) in response.json["detail"]
+    assert response.json["order_status"] == "payment_failed"
+    assert stock_of(app, product.id) == 2
+    order = client.get(f"/api/v1/orders/{order_id}", headers=auth_headers).json
+    assert order["status"] == "payment_failed"
+    # Nothing to cancel: the stock is already back.
+    cancel = client.post(f"/api/v1/orders/{order_id}/cancel", headers=auth_headers)
+    assert cancel.status_code == 409
     assert stock_of(app, product.id) == 2
 
 
-def test_list_orders_filters_and_walk(client: FlaskClient, make: Factories) -> None:
+def test_list_orders_filters_and_walk(
+    client: FlaskClient, make: Factories, admin_headers: dict
+) -> None:
     product = make.product(stock=100)
     for n in range(5):
         make.order(items=[(product, 1)], customer_email="a@example.com", status="paid")
@@ -175,7 +187,7 @@ def test_list_orders_filters_and_walk(client: FlaskClient, make: Factories) -> N
         items, cursor = [], None
         while True:
             url = f"/api/v1/orders?limit=3&{query}" + (f"&cursor={cursor}" if cursor else "")
-            response = client.get(url)
+            response = client.get(url, headers=admin_headers)
             assert response.status_code == 200, response.json
             items += response.json["items"]
             cursor = response.json["next_cursor"]
@@ -188,11 +200,11 @@ def test_list_orders_filters_and_walk(client: FlaskClient, make: Factories) -> N
     assert len(ids("status=paid")) == 5
     assert len(ids("customer_email=a@example.com")) == 5
     assert len(ids("status=cancelled&customer_email=b1@example.com")) == 1
-    assert client.get("/api/v1/orders?status=shipped").status_code == 422
+    assert client.get("/api/v1/orders?status=shipped", headers=admin_headers).status_code == 422
 
 
-def test_get_order_404(client: FlaskClient) -> None:
-    response = client.get("/api/v1/orders/4242")
+def test_get_order_404(client: FlaskClient, auth_headers: dict) -> None:
+    response = client.get("/api/v1/orders/4242", headers=auth_headers)
     assert response.status_code == 404
     assert response.json["status"] == 404
 

@@ -260,7 +260,7 @@ def test_sql_injection_strings_are_plain_data(
     # Nothing was dropped or leaked along the way.
     listing = client.get("/api/v1/products?limit=100").json["items"]
     assert len(listing) == len(SQL_INJECTIONS) + 1
-    assert client.get("/api/v1/orders").status_code == 200
+    assert client.get("/api/v1/orders", headers=auth_headers).status_code == 200
 
 
 # Numbers: overflow and negatives, in every numeric field and query parameter
@@ -329,9 +329,9 @@ def test_out_of_range_numbers_in_bodies_are_422(
     ],
 )
 def test_out_of_range_numbers_in_queries_are_422(
-    client: FlaskClient, path: str, parameter: str, value: str
+    client: FlaskClient, auth_headers: dict, path: str, parameter: str, value: str
 ) -> None:
-    response = client.get(path, query_string={parameter: value})
+    response = client.get(path, query_string={parameter: value}, headers=auth_headers)
     assert parameter in assert_problem(response, 422)["errors"]
 
 
@@ -396,8 +396,10 @@ def test_report_dates_out_of_range_are_422(client: FlaskClient, query: str) -> N
     "path",
     ["/api/v1/categories", "/api/v1/products", "/api/v1/orders", "/api/v1/reports/sales"],
 )
-def test_unknown_query_parameters_are_422(client: FlaskClient, path: str) -> None:
-    response = client.get(path, query_string={"limt": "5"})
+def test_unknown_query_parameters_are_422(
+    client: FlaskClient, auth_headers: dict, path: str
+) -> None:
+    response = client.get(path, query_string={"limt": "5"}, headers=auth_headers)
     assert assert_problem(response, 422)["errors"] == {"limt": ["Unknown field."]}
 
 

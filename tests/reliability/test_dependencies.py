@@ -67,7 +67,9 @@ def test_database_down_is_503_and_the_service_recovers_without_restart(
         assert ready.status_code == 503
         assert ready.json()["status"] == "down"
         assert ready.json()["checks"]["database"]["status"] == "down"
-        _assert_503_problem(requests.get(server.url("/api/v1/orders"), timeout=CLIENT_TIMEOUT))
+        _assert_503_problem(
+            requests.get(server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT)
+        )
         _assert_503_problem(
             requests.get(server.url("/api/v1/reports/sales"), timeout=CLIENT_TIMEOUT)
         )
@@ -94,7 +96,10 @@ def test_database_down_is_503_and_the_service_recovers_without_restart(
     # Both workers serve again (several requests, so the kernel hands them to both).
     wait_until(
         lambda: all(
-            requests.get(server.url("/api/v1/orders"), timeout=CLIENT_TIMEOUT).status_code == 200
+            requests.get(
+                server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT
+            ).status_code
+            == 200
             for _ in range(6)
         ),
         timeout=60,

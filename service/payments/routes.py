@@ -1,0 +1,237 @@
+"""HTTP of the payments service: authorize, void, refund, look up (docs/payments.md).
+
+Every /api/ route needs `Authorization: Bearer <PAYMENTS_SHARED_SECRET>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import random
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from opentelemetry import baggage, trace
+
+from service.payments.ledger import Authorization, Ledger, Status
+
+DECLINE_ABOVE = Decimal("10000.00")
+# A replay of an authorization still being decided waits this long for the decision.
+REPLAY_WAIT_SECONDS = 10.0
+PROBLEM_TYPE_BASE = "urn:glassbox:payments:"
+
+tracer = trace.get_tracer("glassbox.payments")
+blp = Blueprint("payments", __name__, url_prefix="/api/v1/authorizations")
+
+
+def ledger() -> Ledger:
+    found: Ledger = current_app.extensions["glassbox.payments.ledger"]
+    return found
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Any:
+    response = jsonify(
+        {
+            "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": request.path,
+            **extra,
+        }
+    )
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+@blp.before_request
+def require_shared_secret() -> Any:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    secret = str(current_app.config["PAYMENTS_SHARED_SECRET"])
+    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret.encode()):
+        return None
+    return problem(
+        401,
+        "Unauthorized",
+        "Send 'Authorization: Bearer <PAYMENTS_SHARED_SECRET>'.",
+        slug="unauthorized",
+        headers={"WWW-Authenticate": 'Bearer realm="glassbox-payments"'},
+    )
+
+
+def _request_fields() -> tuple[int, Decimal, str] | Any:
+    """(order_id, amount, currency) of the JSON body, or a 422 problem."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or type(body.get("order_id")) is not int:
+        return problem(422, "Validation failed", "order_id (integer) and amount are required.")
+    try:
+        amount = Decimal(str(body.get("amount")))
+    except InvalidOperation:
+        return problem(422, "Validation failed", "amount must be a decimal string.")
+    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
+        return problem(422, "Validation failed", "amount must be a non-negative decimal (cents).")
+    currency = body.get("currency", "EUR")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        return problem(422, "Validation failed", "currency must be a three-letter code.")
+    return body["order_id"], amount, currency.upper()
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    return key if 0 < len(key) <= 255 else None
+
+
+def answer(authorization: Authorization) -> Any:
+    """The one answer an authorization gives, first time and on every replay."""
+    if authorization.status == Status.APPROVED:
+        return jsonify(authorization.as_json()), 201
+    if authorization.status == Status.DECLINED:
+        return problem(
+            402,
+            "Payment declined",
+            "The amount is over the limit.",
+            slug="declined",
+            authorization=authorization.as_json(),
+        )
+    if authorization.status == Status.PROCESSING:
+        return problem(
+            409,
+            "Authorization in progress",
+            "Another request with this Idempotency-Key is being decided; retry shortly.",
+            slug="in-progress",
+            headers={"Retry-After": "1"},
+            authorization=authorization.as_json(),
+        )
+    return problem(
+        409,
+        f"Authorization {authorization.status}",
+        f"The authorization under this Idempotency-Key was {authorization.status}.",
+        slug=f"authorization-{authorization.status}",
+        authorization=authorization.as_json(),
+    )
+
+
+def _reused(authorization: Authorization) -> Any:
+    return problem(
+        422,
+        "Idempotency key reused",
+        "This Idempotency-Key was used for another order, amount or currency.",
+        slug="idempotency-key-reused",
+        reference=authorization.reference,
+    )
+
+
+def _await_decision(key: str) -> Authorization:
+    deadline = time.monotonic() + REPLAY_WAIT_SECONDS
+    while True:
+        found = ledger().by_key(key)
+        assert found is not None
+        if found.status != Status.PROCESSING or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@blp.post("")
+def authorize() -> Any:
+    fields = _request_fields()
+    if not isinstance(fields, tuple):
+        return fields
+    order_id, amount, currency = fields
+    key = _idempotency_key()
+    if key is None:
+        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+    span = trace.get_current_span()
+    span.set_attribute("payment.order_id", order_id)
+    order_from_baggage = baggage.get_baggage("glassbox.order_id")
+    if order_from_baggage is not None:
+        span.set_attribute("glassbox.order_id", str(order_from_baggage))
+
+    authorization, created = ledger().begin(
+        key=key, order_id=order_id, amount=amount, currency=currency
+    )
+    if not created:
+        span.set_attribute("payment.idempotent_replay", True)
+        if not authorization.same_request(order_id=order_id, amount=amount, currency=currency):
+            return _reused(authorization)
+        return answer(_await_decision(key))
+
+    with tracer.start_as_current_span("payments.risk_check") as check:
+        latency = current_app.config["PAYMENTS_LATENCY_MS"] / 1000
+        if latency:
+            time.sleep(latency)  # the experiment's knob: a slow dependency
+        check.set_attribute("payment.amount", float(amount))
+    if random.random() < current_app.config["PAYMENTS_FAILURE_RATE"]:  # noqa: S311
+        ledger().forget(key)
+        return problem(503, "Service unavailable", "Injected failure (PAYMENTS_FAILURE_RATE).")
+    decision = Status.DECLINED if amount > DECLINE_ABOVE else Status.APPROVED
+    return answer(ledger().decide(key, decision))
+
+
+@blp.post("/void")
+def void_by_key() -> Any:
+    """Void whatever was, is being or will be authorized under this Idempotency-Key."""
+    fields = _request_fields()
+    if not isinstance(fields, tuple):
+        return fields
+    order_id, amount, currency = fields
+    key = _idempotency_key()
+    if key is None:
+        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+    authorization = ledger().void_key(key=key, order_id=order_id, amount=amount, currency=currency)
+    if not authorization.same_request(order_id=order_id, amount=amount, currency=currency):
+        return _reused(authorization)
+    return _released(authorization, Status.VOIDED)
+
+
+@blp.get("")
+def by_order() -> Any:
+    order_id = request.args.get("order_id", "")
+    if not (order_id.isascii() and order_id.isdigit()) or set(request.args) != {"order_id"}:
+        return problem(422, "Validation failed", "Query by ?order_id=<integer> only.")
+    return {"items": [a.as_json() for a in ledger().by_order(int(order_id))]}
+
+
+@blp.get("/<reference>")
+def by_reference(reference: str) -> Any:
+    found = ledger().by_reference(reference)
+    if found is None:
+        return problem(404, "Not found", f"No authorization {reference}.", slug="not-found")
+    return found.as_json()
+
+
+@blp.post("/<reference>/void")
+def void(reference: str) -> Any:
+    return _released(ledger().void(reference), Status.VOIDED, reference)
+
+
+@blp.post("/<reference>/refund")
+def refund(reference: str) -> Any:
+    return _released(ledger().refund(reference), Status.REFUNDED, reference)
+
+
+def _released(found: Authorization | None, wanted: Status, reference: str = "") -> Any:
+    """200 when the authorization is (now or already) `wanted`, or holds nothing (declined)."""
+    if found is None:
+        return problem(404, "Not found", f"No authorization {reference}.", slug="not-found")
+    if found.status == wanted or (wanted == Status.VOIDED and found.status == Status.DECLINED):
+        return found.as_json()
+    return problem(
+        409,
+        "Conflict",
+        f"Authorization {found.reference} is {found.status}; it cannot be {wanted}.",
+        slug="invalid-transition",
+        authorization=found.as_json(),
+    )

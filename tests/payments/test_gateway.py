@@ -1,0 +1,133 @@
+"""The payments service as a gateway: one ledger for every worker, idempotency that compares
+the request, void and refund, look-ups, and a shared secret (issue 10, findings 1 and 5).
+
+Each test runs the real service under gunicorn with 2 workers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_DATABASE_URL, require
+from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger_url, start_gateway
+from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+
+StartPayments = Callable[..., Gateway]
+
+
+def authorize(gateway: Gateway, key: str, order_id: int, amount: str) -> requests.Response:
+    return gateway.call(
+        "POST",
+        "/api/v1/authorizations",
+        json={"order_id": order_id, "amount": amount, "currency": "EUR"},
+        headers={"Idempotency-Key": key},
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """One service per ledger backend for the module: each test uses keys of its own."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    ledger = f"sqlite:///{tmp / 'ledger.db'}"
+    if request.param == "postgres":
+        ledger = postgres_ledger_url(require(TEST_DATABASE_URL, "TEST_DATABASE_URL"))
+    # Latency keeps the first request undecided while the others arrive at both workers.
+    started = start_gateway(tmp, ledger, WEB_CONCURRENCY="2", PAYMENTS_LATENCY_MS="300")
+    yield started
+    started.process.stop()
+
+
+def test_one_key_is_one_authorization_across_workers(gateway: Gateway) -> None:
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: authorize(gateway, "k-1", 7, "10.11"), range(10)))
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["reference"] for a in answers}) == 1
+    assert [a["status"] for a in gateway.authorizations_of(7)] == ["approved"]
+
+
+def test_a_replay_with_another_amount_or_order_is_refused(gateway: Gateway) -> None:
+    assert authorize(gateway, "order-537", 537, "0.00").status_code == 201
+    for order_id, amount in ((537, "10.11"), (538, "0.00")):
+        replay = authorize(gateway, "order-537", order_id, amount)
+        assert replay.status_code == 422
+        assert replay.headers["Content-Type"] == "application/problem+json"
+        assert replay.json()["type"].endswith("idempotency-key-reused")
+    assert [a["amount"] for a in gateway.authorizations_of(537)] == ["0.00"]
+    assert gateway.authorizations_of(538) == []
+
+
+def test_void_and_refund_are_idempotent_and_exclusive(gateway: Gateway) -> None:
+    first = authorize(gateway, "k-void", 1, "5.00").json()["reference"]
+    second = authorize(gateway, "k-refund", 2, "6.00").json()["reference"]
+    for _ in range(2):
+        voided = gateway.call("POST", f"/api/v1/authorizations/{first}/void")
+        assert (voided.status_code, voided.json()["status"]) == (200, "voided")
+        refunded = gateway.call("POST", f"/api/v1/authorizations/{second}/refund")
+        assert (refunded.status_code, refunded.json()["status"]) == (200, "refunded")
+    assert gateway.call("POST", f"/api/v1/authorizations/{first}/refund").status_code == 409
+    assert gateway.call("POST", f"/api/v1/authorizations/{second}/void").status_code == 409
+    assert gateway.call("GET", f"/api/v1/authorizations/{first}").json()["status"] == "voided"
+    assert gateway.call("GET", "/api/v1/authorizations/pay-nope").status_code == 404
+    # A replay of a voided authorization does not approve it again.
+    assert authorize(gateway, "k-void", 1, "5.00").json()["type"].endswith("voided")
+
+
+def test_void_by_key_stops_an_authorization_still_to_come(gateway: Gateway) -> None:
+    body = {"order_id": 9, "amount": "3.00", "currency": "EUR"}
+    voided = gateway.call(
+        "POST", "/api/v1/authorizations/void", json=body, headers={"Idempotency-Key": "k-9"}
+    )
+    assert (voided.status_code, voided.json()["status"]) == (200, "voided")
+    late = authorize(gateway, "k-9", 9, "3.00")
+    assert late.status_code == 409
+    assert [a["status"] for a in gateway.authorizations_of(9)] == ["voided"]
+
+
+def test_declined_is_402_and_looked_up_by_order(gateway: Gateway) -> None:
+    declined = authorize(gateway, "k-big", 3, "10000.01")
+    assert declined.status_code == 402
+    assert declined.json()["authorization"]["status"] == "declined"
+    assert [a["status"] for a in gateway.authorizations_of(3)] == ["declined"]
+
+
+def test_without_the_shared_secret_every_api_call_is_401(payments_server: StartPayments) -> None:
+    gateway = payments_server()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SHARED_SECRET}):
+        response = requests.post(
+            gateway.base_url + "/api/v1/authorizations",
+            json={"order_id": 1, "amount": "1.00"},
+            headers={"Idempotency-Key": "k", **headers},
+            timeout=10,
+        )
+        assert response.status_code == 401
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert "WWW-Authenticate" in response.headers
+    assert requests.get(gateway.base_url + "/health/live", timeout=10).status_code == 200
+    assert gateway.authorizations_of(1) == []
+
+
+@pytest.mark.parametrize("secret", ["", "glassbox-payments-development-secret", "short"])
+def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path, secret: str) -> None:
+    env = server_env(
+        GLASSBOX_ENV="production",
+        PAYMENTS_SHARED_SECRET=secret,
+        PAYMENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    started = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", "from service.payments import create_app; create_app()"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert "PAYMENTS_SHARED_SECRET" in started.stderr
