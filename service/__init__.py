@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from service import database, edge, health, telemetry
-from service import logging as app_logging
+from service import logs as app_logging
 from service.api import Api
 from service.auth.cli import api_keys_cli
 from service.catalog.routes import categories, products

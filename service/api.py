@@ -18,7 +18,7 @@ from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
 from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
-from service.fields import Money
+from service.fields import MoneyField
 
 
 class StrictParser(FlaskParser):
@@ -143,8 +143,8 @@ class Api(flask_smorest.Api):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Money documents itself (string or number, service/fields.py): no type of its own.
-        self.register_field(Money, None, None)
+        # MoneyField documents itself (string or number, service/fields.py): no type of its own.
+        self.register_field(MoneyField, None, None)
 
     def init_app(self, app: Flask, **kwargs: Any) -> None:
         app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is added

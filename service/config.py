@@ -444,6 +444,54 @@ def _project_path(path: str) -> str:
     return str(file)
 
 
+def _parse(
+    variables: tuple[Variable, ...], environ: Mapping[str, str], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Each variable's value (overrides first, then the environment), or every problem at once.
+
+    The overrides named here are taken out of `overrides`; the rest pass through.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for variable in variables:
+        raw = overrides.pop(variable.name, environ.get(variable.name, variable.default))
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            raw = variable.default
+        try:
+            values[variable.name] = variable.parse(raw)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{variable.name}={raw!r}: {exc}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return values
+
+
+# Read by both services: the environment, the secret they share, logging and telemetry.
+_SHARED_WITH_PAYMENTS = {
+    "GLASSBOX_ENV",
+    "PAYMENTS_SHARED_SECRET",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TELEMETRY_INSTRUMENTATION",
+}
+
+
+def load_payments_config(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The payments service's config (service/payments), read like the API's."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    variables = PAYMENTS_SERVICE_VARIABLES + tuple(
+        v for v in VARIABLES if v.name in _SHARED_WITH_PAYMENTS
+    )
+    values = _parse(variables, environ, overrides)
+    if values["GLASSBOX_ENV"] == "production":
+        check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
+    values.update(overrides)
+    return values
+
+
 def load_config(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -454,18 +502,7 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for variable in VARIABLES:
-        raw = overrides.pop(variable.name, environ.get(variable.name, variable.default))
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-            raw = variable.default
-        try:
-            values[variable.name] = variable.parse(raw)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{variable.name}={raw!r}: {exc}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    values = _parse(VARIABLES, environ, overrides)
 
     weak_secret = values["SECRET_KEY"] == DEFAULT_SECRET_KEY or len(values["SECRET_KEY"]) < 32
     if values["GLASSBOX_ENV"] == "production" and weak_secret:
@@ -515,18 +552,6 @@ def load_config(
     }
     config.update(overrides)
     return config
-
-
-def setting(config: Mapping[str, Any], name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """One glassbox setting: from an app's config, else parsed from the environment.
-
-    For an app that does not load every glassbox variable (the payments service).
-    """
-    if config.get(name) not in (None, ""):
-        return config[name]
-    variable = next(v for v in VARIABLES if v.name == name)
-    environ = os.environ if environ is None else environ
-    return variable.parse(environ.get(name, "").strip() or variable.default)
 
 
 def prometheus_multiproc_dir(environ: Mapping[str, str] | None = None) -> str:

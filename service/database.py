@@ -71,7 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Money(TypeDecorator[Decimal]):
+class MoneyColumn(TypeDecorator[Decimal]):
     """An amount with two decimal places: NUMERIC(12, 2), or integer cents on SQLite.
 
     SQLite has no decimal type; cents keep sums and comparisons exact there.

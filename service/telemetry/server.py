@@ -12,7 +12,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.http import sanitize_method
 
-from service import logging as app_logging
+from service import logs as app_logging
 from service.edge import set_trace_headers, unobserved_path
 from service.metrics import metrics
 

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, Response
 from opentelemetry import trace
 
-from service.config import SignalExport, otel_exports, prometheus_multiproc_dir, setting
+from service.config import SignalExport, otel_exports, prometheus_multiproc_dir
 from service.edge import UNOBSERVED_PREFIXES
 from service.metrics import metrics, metrics_response
 from service.telemetry.gated import ParentGatedTracerProvider
@@ -241,7 +241,7 @@ def init_app(app: Flask, *, service_name: str, service_version: str) -> None:
     app.extensions["glassbox.telemetry"] = True
     configure_process(service_name, service_version, str(app.config.get("GLASSBOX_ENV", "")))
     metrics.enable_prometheus(prometheus_multiproc_dir())
-    instrumentation = setting(app.config, "TELEMETRY_INSTRUMENTATION")
+    instrumentation = app.config.get("TELEMETRY_INSTRUMENTATION", "lean")
     contrib = process_state.contrib = str(instrumentation).lower() == "contrib"
     if process_state.tracing and not process_state.external:
         _instrument_libraries()
