@@ -107,14 +107,14 @@ lab: venv  ## The lab: CPU-bound vs IO-bound, py-spy beside traces (LAB_DATABASE
 # database volume was initialised with them).
 STACK_ENV ?= .env
 DOCKER ?= docker
-STACK_SECRETS := POSTGRES_PASSWORD REDIS_PASSWORD SECRET_KEY GRAFANA_ADMIN_PASSWORD
+STACK_SECRETS := POSTGRES_PASSWORD REDIS_PASSWORD SECRET_KEY PAYMENTS_SHARED_SECRET GRAFANA_ADMIN_PASSWORD
 .PHONY: stack-up stack-down dashboards
 
 $(STACK_ENV):
 	@umask 077; $(PYTHON) -c 'import secrets, sys; [print(f"{n}={secrets.token_urlsafe(32)}") for n in sys.argv[1:]]' $(STACK_SECRETS) > $@
 	@echo "wrote $@: random secrets for the stack (keep it: the database volume uses them)"
 
-stack-up: $(STACK_ENV)  ## The whole stack in Docker (API, payments, PostgreSQL, Redis, collector, Jaeger, Prometheus, Grafana); makes .env once
+stack-up: $(STACK_ENV)  ## The whole stack in Docker (API, payments, PostgreSQL, Redis, collector, Jaeger, Prometheus, Loki, Pyroscope, Grafana); makes .env once
 	$(DOCKER) compose --env-file $(STACK_ENV) up -d --build
 
 stack-down:  ## Stop the stack (STACK_DOWN_ARGS=-v also drops its volumes)
@@ -130,13 +130,29 @@ K8S_OVERLAY ?= prod
 # kustomize loads nothing from outside k8s/, so the collector's config (one source, shared
 # with compose) is copied under k8s/base; tests/deploy fails when the copy is stale.
 K8S_COLLECTOR_CONFIG := k8s/base/otel-collector-config.yaml
+K8S_LOKI_CONFIG := k8s/components/loki/loki-config.yaml
 .PHONY: check-deploy manifests k8s-config
 
 check-deploy: venv  ## hadolint, kubectl kustomize (no flags) + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
 
-k8s-config:  ## Copy observability/otel-collector/config.yaml into k8s/base (after editing it)
+k8s-config:  ## Copy the collector's and Loki's configs from observability/ into k8s/ (after editing them)
 	@cp observability/otel-collector/config.yaml $(K8S_COLLECTOR_CONFIG)
+	@cp observability/loki/config.yaml $(K8S_LOKI_CONFIG)
 
 manifests: venv k8s-config  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl apply -k would apply them
 	@$(BIN)/kubectl kustomize k8s/overlays/$(K8S_OVERLAY)
+
+# --- The compose stack, end to end (observability/README.md, "The stack in CI") ---
+# Base URLs of a running stack; the defaults are compose.yaml's loopback ports.
+STACK_JAEGER_URL ?= http://127.0.0.1:16686
+STACK_PROMETHEUS_URL ?= http://127.0.0.1:9090
+STACK_LOKI_URL ?= http://127.0.0.1:3100
+STACK_PYROSCOPE_URL ?= http://127.0.0.1:4040
+STACK_CHECK_TIMEOUT ?= 180
+.PHONY: stack-check
+
+stack-check: venv  ## After traffic: a trace with the payments hop, an exemplar, its log line, a profile (STACK_*_URL)
+	$(BIN)/python observability/stack_check.py --timeout $(STACK_CHECK_TIMEOUT) \
+	    --jaeger $(STACK_JAEGER_URL) --prometheus $(STACK_PROMETHEUS_URL) \
+	    --loki $(STACK_LOKI_URL) --pyroscope $(STACK_PYROSCOPE_URL)

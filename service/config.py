@@ -351,6 +351,23 @@ PAYMENTS_SERVICE_VARIABLES: tuple[Variable, ...] = (
     ),
 )
 
+# Parsed by load_profiling_config for service/profiles.py, in the API and the payments
+# service (README "Observability").
+PROFILING_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "PYROSCOPE_SERVER_ADDRESS",
+        "",
+        _http_url,
+        "Pyroscope server for continuous profiling (http://pyroscope:4040); empty: off",
+    ),
+    Variable(
+        "PYROSCOPE_SAMPLE_RATE",
+        "100",
+        _int(1, 1000),
+        "stack samples per second of the continuous profiler",
+    ),
+)
+
 # The OpenTelemetry SDK reads these itself (README "Observability").
 OTEL_VARIABLES: tuple[str, ...] = (
     "OTEL_SDK_DISABLED",
@@ -421,7 +438,10 @@ def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalEx
 def all_variable_names() -> frozenset[str]:
     """Every environment variable glassbox or its SDKs read: deployment files may set these."""
     return frozenset(
-        [v.name for v in VARIABLES + SERVER_VARIABLES + PAYMENTS_SERVICE_VARIABLES]
+        [
+            v.name
+            for v in VARIABLES + SERVER_VARIABLES + PAYMENTS_SERVICE_VARIABLES + PROFILING_VARIABLES
+        ]
         + list(OTEL_VARIABLES)
     )
 
@@ -474,6 +494,14 @@ _SHARED_WITH_PAYMENTS = {
     "LOG_FORMAT",
     "TELEMETRY_INSTRUMENTATION",
 }
+
+
+def load_profiling_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """PYROSCOPE_* settings (service/profiles.py), and the service name it profiles as."""
+    environ = os.environ if environ is None else environ
+    values = _parse(PROFILING_VARIABLES, environ, {})
+    values["OTEL_SERVICE_NAME"] = environ.get("OTEL_SERVICE_NAME", "").strip()
+    return values
 
 
 def load_payments_config(

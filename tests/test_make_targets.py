@@ -8,6 +8,7 @@ runs for real: the .env the stack reads, Locust's web UI, the dashboard generato
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -20,7 +21,8 @@ import requests
 
 from tests.reliability.servers import PROJECT_ROOT, free_port, wait_until
 
-SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY", "GRAFANA_ADMIN_PASSWORD"}
+# Every secret compose.yaml requires (`${NAME:?…}`): .env must carry each one.
+SECRETS = set(re.findall(r"\$\{([A-Z_]+):\?", (PROJECT_ROOT / "compose.yaml").read_text()))
 
 
 def _make(*args: str, cwd: Path = PROJECT_ROOT, **env: str) -> subprocess.CompletedProcess[str]:

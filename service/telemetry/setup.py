@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, Response
 from opentelemetry import trace
 
+from service import profiles
 from service.config import SignalExport, otel_exports, prometheus_multiproc_dir
 from service.edge import UNOBSERVED_PREFIXES
 from service.metrics import metrics, metrics_response
@@ -240,6 +241,8 @@ def init_app(app: Flask, *, service_name: str, service_version: str) -> None:
         return
     app.extensions["glassbox.telemetry"] = True
     configure_process(service_name, service_version, str(app.config.get("GLASSBOX_ENV", "")))
+    # Continuous profiling (Pyroscope) joins the tracer provider configure_process built.
+    profiles.init_app(app, service_name=service_name)
     metrics.enable_prometheus(prometheus_multiproc_dir())
     instrumentation = app.config.get("TELEMETRY_INSTRUMENTATION", "lean")
     contrib = process_state.contrib = str(instrumentation).lower() == "contrib"

@@ -26,6 +26,8 @@ LEFT_AT_DEFAULT = {
         f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL": "OTEL_EXPORTER_OTLP_PROTOCOL covers every signal"
         for signal in ("TRACES", "METRICS", "LOGS")
     },
+    "PYROSCOPE_SERVER_ADDRESS": "profiling is off unless k8s/components/pyroscope sets it",
+    "PYROSCOPE_SAMPLE_RATE": "100 Hz, the profiler's default",
 }
 
 

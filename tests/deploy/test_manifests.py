@@ -346,8 +346,13 @@ def test_production_settings(rendered: dict[str, list[dict[str, Any]]], overlay:
     assert all("<" in value for value in template["stringData"].values())
 
 
-def test_the_collector_config_copy_matches_its_source() -> None:
-    """k8s/base carries a copy (kustomize loads nothing from outside its tree): one source."""
-    source = ROOT / "observability" / "otel-collector" / "config.yaml"
-    copy = ROOT / "k8s" / "base" / "otel-collector-config.yaml"
-    assert copy.read_bytes() == source.read_bytes(), "run `make k8s-config`"
+@pytest.mark.parametrize(
+    ("source", "copy"),
+    [
+        ("observability/otel-collector/config.yaml", "k8s/base/otel-collector-config.yaml"),
+        ("observability/loki/config.yaml", "k8s/components/loki/loki-config.yaml"),
+    ],
+)
+def test_the_config_copies_under_k8s_match_their_source(source: str, copy: str) -> None:
+    """k8s/ carries copies (kustomize loads nothing from outside its tree): one source each."""
+    assert (ROOT / copy).read_bytes() == (ROOT / source).read_bytes(), "run `make k8s-config`"

@@ -26,7 +26,7 @@ def _load(path: Path) -> dict[Any, Any]:
 
 
 def test_there_are_ci_and_cd_workflows() -> None:
-    assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml"]
+    assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml", "stack.yml"]
 
 
 def _actionlint(*paths: str) -> Any:

@@ -2,11 +2,15 @@
 
 Neither binary can run on the development machine (no Docker engine, no package ships them),
 so their configs are checked against this: the component names of each version's
-distribution, and the fields of the components glassbox uses. Sources: the release's
-component manifest (opentelemetry-collector-releases, distributions/otelcol-contrib/
-manifest.yaml at v0.115.1; jaeger cmd/jaeger/internal/components.go at v2.5.0) and each
-component's README / config.go at those tags, as known without network access here. Fields
-not listed are refused, so a typo fails the test instead of the container's start.
+distribution, and the fields of the components glassbox uses. Sources: the component renames
+to lower_snake_case of collector 0.144+ (open-telemetry/opentelemetry-collector#14396: the
+`otlp` exporter is `otlp_grpc`, `otlphttp` is `otlp_http`, `spanmetrics` is `span_metrics`,
+the old names deprecated aliases), the prometheus exporter's `translation_strategy` (which
+replaces `add_metric_suffixes`), the OpenTelemetry demo's collector and Jaeger configs for
+collector 0.159 / Jaeger 2.19 (Jaeger's `metric_backends.<name>.prometheus` with
+`normalize_calls` / `normalize_duration`), and each component's README. Fields not listed
+are refused, so a typo fails the test instead of the container's start; a deprecated alias
+is refused too, so the config keeps to the current names.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ def enum(*values: Any) -> tuple[str, tuple[Any, ...]]:
     return ("one of", values)
 
 
-COLLECTOR_VERSION = "0.115.1"
-JAEGER_VERSION = "2.5.0"
+COLLECTOR_VERSION = "0.162.0"
+JAEGER_VERSION = "2.21.0"
 
 TLS_CLIENT = {
     "insecure": ANY,
@@ -141,6 +145,44 @@ OTLP_EXPORTER = {
     "write_buffer_size": ANY,
     **QUEUE_AND_RETRY,
 }
+OTLP_HTTP_EXPORTER = {
+    "endpoint": ANY,
+    "traces_endpoint": ANY,
+    "metrics_endpoint": ANY,
+    "logs_endpoint": ANY,
+    "tls": TLS_CLIENT,
+    "headers": ANY,
+    "compression": ANY,
+    "encoding": enum("proto", "json"),
+    "timeout": ANY,
+    "auth": ANY,
+    **QUEUE_AND_RETRY,
+}
+SPAN_METRICS = {
+    "namespace": ANY,
+    "histogram": {
+        "disable": ANY,
+        "unit": enum("ms", "s"),
+        "explicit": {"buckets": ANY},
+        "exponential": {"max_size": ANY},
+        "dimensions": ANY,
+    },
+    "dimensions": [{"name": ANY, "default": ANY}],
+    "calls_dimensions": ANY,
+    "exclude_dimensions": ANY,
+    "dimensions_cache_size": ANY,
+    "resource_metrics_cache_size": ANY,
+    "resource_metrics_key_attributes": ANY,
+    "aggregation_temporality": enum(
+        "AGGREGATION_TEMPORALITY_CUMULATIVE", "AGGREGATION_TEMPORALITY_DELTA"
+    ),
+    "metrics_flush_interval": ANY,
+    "metrics_expiration": ANY,
+    "exemplars": {"enabled": ANY, "max_per_data_point": ANY},
+    "events": ANY,
+    "add_resource_attributes": ANY,
+    "aggregation_cardinality_limit": ANY,
+}
 PROMETHEUS_EXPORTER = {
     "endpoint": ANY,
     "tls": ANY,
@@ -149,7 +191,12 @@ PROMETHEUS_EXPORTER = {
     "send_timestamps": ANY,
     "metric_expiration": ANY,
     "enable_open_metrics": ANY,
-    "add_metric_suffixes": ANY,
+    "translation_strategy": enum(
+        "UnderscoreEscapingWithSuffixes",
+        "UnderscoreEscapingWithoutSuffixes",
+        "NoUTF8EscapingWithSuffixes",
+        "NoTranslation",
+    ),
     "resource_to_telemetry_conversion": {"enabled": ANY},
 }
 HEALTH_CHECK = {
@@ -192,17 +239,18 @@ TELEMETRY = {
     "traces": ANY,
 }
 
-# The components of otelcol-contrib 0.115.1 glassbox uses get a field schema (a dict); the
+# The components of otelcol-contrib 0.162.0 glassbox uses get a field schema (a dict); the
 # others of the distribution are listed by name only (ANY), so using one without a schema
 # is allowed but unchecked.
-CONTRIB_0_115 = {
+CONTRIB = {
     "receivers": {
         "otlp": OTLP_RECEIVER,
         **dict.fromkeys(
             (
                 "prometheus",
-                "hostmetrics",
                 "filelog",
+                "host_metrics",
+                "http_check",
                 "jaeger",
                 "zipkin",
                 "kafka",
@@ -228,7 +276,6 @@ CONTRIB_0_115 = {
                 "apache",
                 "elasticsearch",
                 "rabbitmq",
-                "httpcheck",
                 "sqlquery",
                 "awsxray",
                 "opencensus",
@@ -251,7 +298,7 @@ CONTRIB_0_115 = {
             (
                 "attributes",
                 "resource",
-                "resourcedetection",
+                "resource_detection",
                 "filter",
                 "probabilistic_sampler",
                 "k8sattributes",
@@ -270,11 +317,11 @@ CONTRIB_0_115 = {
         ),
     },
     "exporters": {
-        "otlp": OTLP_EXPORTER,
+        "otlp_grpc": OTLP_EXPORTER,
+        "otlp_http": OTLP_HTTP_EXPORTER,
         "prometheus": PROMETHEUS_EXPORTER,
         **dict.fromkeys(
             (
-                "otlphttp",
                 "debug",
                 "nop",
                 "prometheusremotewrite",
@@ -310,9 +357,18 @@ CONTRIB_0_115 = {
             ANY,
         ),
     },
-    "connectors": dict.fromkeys(
-        ("spanmetrics", "servicegraph", "forward", "count", "routing", "exceptions"), ANY
-    ),
+    "connectors": {
+        "span_metrics": SPAN_METRICS,
+        **dict.fromkeys(("servicegraph", "forward", "count", "routing", "exceptions"), ANY),
+    },
+}
+
+# Old names the current release still accepts with a deprecation warning: refused here.
+DEPRECATED_ALIASES = {
+    "exporters": {"otlp": "otlp_grpc", "otlphttp": "otlp_http"},
+    "connectors": {"spanmetrics": "span_metrics"},
+    "receivers": {"hostmetrics": "host_metrics", "httpcheck": "http_check"},
+    "processors": {"resourcedetection": "resource_detection"},
 }
 
 # Jaeger v2 is itself a collector distribution with Jaeger's own extensions and exporter.
@@ -324,7 +380,21 @@ JAEGER_STORAGE_BACKEND = {
     "opensearch": ANY,
     "grpc": ANY,
 }
-JAEGER_2_5 = {
+JAEGER_METRIC_BACKEND = {
+    "prometheus": {
+        "endpoint": ANY,
+        "tls": ANY,
+        "connect_timeout": ANY,
+        "token_file_path": ANY,
+        "token_override_from_context": ANY,
+        "metric_namespace": ANY,
+        "latency_unit": enum("ms", "s"),
+        "normalize_calls": ANY,
+        "normalize_duration": ANY,
+        "extra_query_parameters": ANY,
+    }
+}
+JAEGER = {
     "receivers": {
         "otlp": OTLP_RECEIVER,
         **dict.fromkeys(("jaeger", "zipkin", "kafka", "nop"), ANY),
@@ -338,10 +408,13 @@ JAEGER_2_5 = {
     },
     "exporters": {
         "jaeger_storage_exporter": {"trace_storage": ANY, **QUEUE_AND_RETRY},
-        **dict.fromkeys(("otlp", "otlphttp", "debug", "kafka", "nop"), ANY),
+        **dict.fromkeys(("otlp_grpc", "otlp_http", "debug", "kafka", "nop"), ANY),
     },
     "extensions": {
-        "jaeger_storage": {"backends": ("map of", JAEGER_STORAGE_BACKEND), "metric_backends": ANY},
+        "jaeger_storage": {
+            "backends": ("map of", JAEGER_STORAGE_BACKEND),
+            "metric_backends": ("map of", JAEGER_METRIC_BACKEND),
+        },
         "jaeger_query": {
             "storage": {"traces": ANY, "traces_archive": ANY, "metrics": ANY},
             "base_path": ANY,
@@ -362,7 +435,7 @@ JAEGER_2_5 = {
             ANY,
         ),
     },
-    "connectors": dict.fromkeys(("forward", "spanmetrics"), ANY),
+    "connectors": dict.fromkeys(("forward", "span_metrics"), ANY),
 }
 
 KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")
@@ -408,6 +481,10 @@ def check_config(config: dict[str, Any], known: dict[str, dict[str, Any]]) -> li
         for component_id, settings in (config.get(kind) or {}).items():
             kind_known = known[kind]
             name = component_type(component_id)
+            if name in DEPRECATED_ALIASES.get(kind, {}):
+                current = DEPRECATED_ALIASES[kind][name]
+                problems.append(f"{kind}.{component_id}: deprecated alias, use {current!r}")
+                continue
             if name not in kind_known:
                 problems.append(f"{kind}.{component_id}: no {name!r} in this distribution")
                 continue

@@ -5,6 +5,7 @@ structural, not a start of the real process (observability/README.md says so).""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 
 from tests.observability.collector_schema import (
     COLLECTOR_VERSION,
-    CONTRIB_0_115,
-    JAEGER_2_5,
+    CONTRIB,
     JAEGER_VERSION,
     check_config,
+)
+from tests.observability.collector_schema import (
+    JAEGER as JAEGER_V2,
 )
 from tests.observability.conftest import OBSERVABILITY, ROOT, load_yaml
 
@@ -27,6 +30,8 @@ OTTL_SET = re.compile(
     r'set\(attributes\["[\w.]+"\], resource\.attributes\["[\w.]+"\]\)'
     r'( where resource\.attributes\["[\w.]+"\] != nil)?'
 )
+OTTL_DELETE_KEY = re.compile(r'delete_key\(attributes, "[\w.]+"\)')
+LABEL_RULE = "transform/prometheus_labels"
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +53,11 @@ def test_the_checked_versions_are_the_ones_compose_runs() -> None:
 
 
 def test_collector_config_fits_the_contrib_distribution(collector: dict[str, Any]) -> None:
-    assert check_config(collector, CONTRIB_0_115) == []
+    assert check_config(collector, CONTRIB) == []
 
 
 def test_jaeger_config_fits_jaeger_v2(jaeger: dict[str, Any]) -> None:
-    assert check_config(jaeger, JAEGER_2_5) == []
+    assert check_config(jaeger, JAEGER_V2) == []
 
 
 @pytest.mark.parametrize(
@@ -61,9 +66,14 @@ def test_jaeger_config_fits_jaeger_v2(jaeger: dict[str, Any]) -> None:
         (lambda c: c["exporters"]["prometheus"].update(enpoint="0.0.0.0:1"), "unknown field"),
         (lambda c: c["processors"].update(nonsense={}), "no 'nonsense' in this distribution"),
         (
-            lambda c: c["service"]["pipelines"]["traces"]["exporters"].append("otlp/tempo"),
-            "'otlp/tempo' undefined",
+            lambda c: c["service"]["pipelines"]["traces"]["exporters"].append("otlp_grpc/tempo"),
+            "'otlp_grpc/tempo' undefined",
         ),
+        (
+            lambda c: c["exporters"].update({"otlp/old": {"endpoint": "x:4317"}}),
+            "deprecated alias, use 'otlp_grpc'",
+        ),
+        (lambda c: c["connectors"]["span_metrics"].update(dimension=[]), "unknown field"),
         (lambda c: c["exporters"].update({"debug": {}}), "defined but never used"),
         (
             lambda c: c["processors"]["tail_sampling"]["policies"][0].update(type="errors"),
@@ -71,25 +81,73 @@ def test_jaeger_config_fits_jaeger_v2(jaeger: dict[str, Any]) -> None:
         ),
         (lambda c: c["service"]["telemetry"]["metrics"].update(level="verbose"), "is not one of"),
     ],
-    ids=["typo", "unknown-component", "undefined-in-pipeline", "unused", "bad-policy", "bad-level"],
+    ids=[
+        "typo",
+        "unknown-component",
+        "undefined-in-pipeline",
+        "deprecated-alias",
+        "connector-typo",
+        "unused",
+        "bad-policy",
+        "bad-level",
+    ],
 )
 def test_the_check_catches_mistakes(collector: dict[str, Any], change: Any, problem: str) -> None:
     broken = copy.deepcopy(collector)
     change(broken)
-    assert any(problem in p for p in check_config(broken, CONTRIB_0_115))
+    assert any(problem in p for p in check_config(broken, CONTRIB))
 
 
 def test_collector_pipelines_follow_the_recommended_order(collector: dict[str, Any]) -> None:
     """memory_limiter first (refuse before buffering), batch last (after sampling)."""
     pipelines = collector["service"]["pipelines"]
-    assert set(pipelines) == {"traces", "metrics"}
+    assert set(pipelines) == {"traces", "traces/span_metrics", "metrics", "logs"}
     for name, pipeline in pipelines.items():
         assert pipeline["processors"][0] == "memory_limiter", name
-        assert pipeline["processors"][-1] == "batch", name
-        assert pipeline["receivers"] == ["otlp"], name
-    assert pipelines["traces"]["exporters"] == ["otlp/jaeger"]
+        assert "otlp" in pipeline["receivers"], name
+        if name != "traces/span_metrics":
+            assert pipeline["processors"][-1] == "batch", name
+    assert pipelines["traces"]["exporters"] == ["otlp_grpc/jaeger"]
     assert pipelines["metrics"]["exporters"] == ["prometheus"]
+    assert pipelines["logs"]["exporters"] == ["otlp_http/loki"]
     assert "tail_sampling" in pipelines["traces"]["processors"]
+
+
+def test_span_metrics_see_every_span_before_sampling(collector: dict[str, Any]) -> None:
+    """The Monitor tab's rates count every request: the connector is fed from a pipeline
+    without tail sampling, and its output joins the metrics pipeline to Prometheus."""
+    pipelines = collector["service"]["pipelines"]
+    feeding = [n for n, p in pipelines.items() if "span_metrics" in p.get("exporters", [])]
+    assert feeding == ["traces/span_metrics"]
+    assert "tail_sampling" not in pipelines["traces/span_metrics"]["processors"]
+    assert "span_metrics" in pipelines["metrics"]["receivers"]
+    connector = collector["connectors"]["span_metrics"]
+    assert connector["namespace"] == "traces.span.metrics"
+    assert connector["histogram"]["unit"] == "ms"
+    assert connector["exemplars"]["enabled"] is True
+
+
+def test_jaeger_monitor_tab_reads_the_span_metrics(jaeger: dict[str, Any]) -> None:
+    storage = jaeger["extensions"]["jaeger_storage"]["metric_backends"]
+    name = jaeger["extensions"]["jaeger_query"]["storage"]["metrics"]
+    backend = storage[name]["prometheus"]
+    assert backend["endpoint"] == "http://prometheus:9090"
+    # traces_span_metrics_calls_total and ..._duration_milliseconds_bucket, as the
+    # collector's exporter writes them (translation_strategy with suffixes).
+    assert backend["normalize_calls"] is True
+    assert backend["normalize_duration"] is True
+    ui = json.loads((OBSERVABILITY / "jaeger" / "ui-config.json").read_text())
+    assert ui["monitor"]["menuEnabled"] is True
+
+
+def test_logs_go_to_lokis_otlp_endpoint(collector: dict[str, Any]) -> None:
+    exporter = collector["exporters"]["otlp_http/loki"]
+    assert exporter["endpoint"] == "http://loki:3100/otlp"
+    loki = load_yaml(OBSERVABILITY / "loki" / "config.yaml")
+    assert loki["server"]["http_listen_port"] == 3100
+    assert loki["limits_config"]["allow_structured_metadata"] is True
+    (schema,) = loki["schema_config"]["configs"]
+    assert (schema["store"], schema["schema"]) == ("tsdb", "v13")
 
 
 def test_memory_limiter_has_a_limit(collector: dict[str, Any]) -> None:
@@ -112,30 +170,34 @@ def test_tail_sampling_keeps_errors_and_slow_traces(collector: dict[str, Any]) -
 def test_prometheus_exporter_matches_the_scrape_path(collector: dict[str, Any]) -> None:
     """The settings that make OTLP metrics look like the services' /metrics."""
     exporter = collector["exporters"]["prometheus"]
-    assert exporter["add_metric_suffixes"] is True  # _seconds, _bytes, _total
+    # _seconds, _bytes, _total
+    assert exporter["translation_strategy"] == "UnderscoreEscapingWithSuffixes"
     assert exporter["enable_open_metrics"] is True  # exemplars
     assert exporter["resource_to_telemetry_conversion"]["enabled"] is False
     assert "namespace" not in exporter  # no prefix on metric names
-    statements = collector["processors"]["transform/environment"]["metric_statements"]
-    assert [s["context"] for s in statements] == ["datapoint"]
+    statements = collector["processors"][LABEL_RULE]["metric_statements"]
+    # The datapoint statements read resource attributes: they run before the deletion.
+    assert [s["context"] for s in statements] == ["datapoint", "resource"]
     for statement in statements[0]["statements"]:
         assert OTTL_SET.fullmatch(statement), statement
         assert statement.startswith('set(attributes["deployment_environment"]')
     assert any("deployment.environment.name" in s for s in statements[0]["statements"])
+    assert statements[1]["statements"] == ['delete_key(attributes, "service.namespace")']
+    assert OTTL_DELETE_KEY.fullmatch(statements[1]["statements"][0])
     compose = load_yaml(ROOT / "compose.yaml")
     attributes = compose["x-app-environment"]["OTEL_RESOURCE_ATTRIBUTES"]
-    assert attributes.startswith("deployment.environment.name=")
+    assert "deployment.environment.name=" in attributes
 
 
 def test_traces_go_to_jaeger_where_it_listens(
     collector: dict[str, Any], jaeger: dict[str, Any]
 ) -> None:
-    endpoint = collector["exporters"]["otlp/jaeger"]["endpoint"]
+    endpoint = collector["exporters"]["otlp_grpc/jaeger"]["endpoint"]
     host, port = endpoint.rsplit(":", 1)
     assert host == "jaeger"
     grpc = jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
     assert grpc.rsplit(":", 1)[1] == port
-    assert collector["exporters"]["otlp/jaeger"]["tls"]["insecure"] is True
+    assert collector["exporters"]["otlp_grpc/jaeger"]["tls"]["insecure"] is True
 
 
 def test_jaeger_storage_names_agree(jaeger: dict[str, Any]) -> None:
@@ -147,5 +209,5 @@ def test_jaeger_storage_names_agree(jaeger: dict[str, Any]) -> None:
 
 
 def test_each_config_file_opens_with_its_purpose() -> None:
-    for path in (COLLECTOR, JAEGER):
+    for path in (COLLECTOR, JAEGER, OBSERVABILITY / "loki" / "config.yaml"):
         assert path.read_text().startswith("# "), path

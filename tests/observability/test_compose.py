@@ -31,11 +31,13 @@ LONG_RUNNING = (
     "otel-collector",
     "jaeger",
     "prometheus",
+    "loki",
+    "pyroscope",
     "grafana",
 )
-# The collector image is built FROM scratch: no shell or client to run a healthcheck with.
-# Prometheus watches it instead (alert OtelCollectorDown).
-WITHOUT_HEALTHCHECK = {"otel-collector"}
+# The collector image is built FROM scratch and Loki's and Pyroscope's are distroless: no
+# shell or client to run a healthcheck with. Prometheus watches them instead (`up`).
+WITHOUT_HEALTHCHECK = {"otel-collector", "loki", "pyroscope"}
 
 
 def compose(
@@ -252,6 +254,9 @@ def test_only_ui_ports_and_the_api_are_published_and_only_on_loopback(
         "api": 8000,
         "jaeger": 16686,
         "prometheus": 9090,
+        # Their HTTP APIs (and Pyroscope's UI), for `make stack-check` from the host.
+        "loki": 3100,
+        "pyroscope": 4040,
         "grafana": 3000,
         "locust": 8089,
     }
@@ -311,3 +316,23 @@ def test_prometheus_and_grafana_address_the_services_where_they_listen(
     assert (urls["prometheus"].hostname, urls["prometheus"].port) == ("prometheus", 9090)
     assert (urls["jaeger"].hostname, urls["jaeger"].port) == ("jaeger", 16686)
     assert services["jaeger"]["ports"][0]["target"] == 16686
+
+
+def test_one_postgresql_and_one_redis_version_everywhere() -> None:
+    """compose.yaml, CI's service containers and k8s/components/dev-datastores run the same
+    PostgreSQL and the same Redis image."""
+    sources = {
+        "compose.yaml": (ROOT / "compose.yaml").read_text(),
+        "ci.yml": (ROOT / ".github" / "workflows" / "ci.yml").read_text(),
+        "dev-datastores": "".join(
+            p.read_text() for p in sorted((ROOT / "k8s/components/dev-datastores").glob("*.yaml"))
+        ),
+    }
+    for product in ("postgres", "redis"):
+        found = {
+            name: set(re.findall(rf"image: ({product}:\S+)", text))
+            for name, text in sources.items()
+        }
+        images = set().union(*found.values())
+        assert len(images) == 1, found
+        assert all(len(tags) == 1 for tags in found.values()), found

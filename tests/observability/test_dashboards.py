@@ -69,6 +69,11 @@ def panels(model: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def query_text(target: dict[str, Any]) -> str:
+    """PromQL or LogQL (`expr`), or a Pyroscope label selector."""
+    return str(target.get("expr") or target.get("labelSelector") or "")
+
+
 @pytest.fixture(scope="module", params=DASHBOARD_FILES, ids=lambda p: p.stem)
 def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
     return json.loads(Path(request.param).read_text())
@@ -79,10 +84,11 @@ def datasource_uids() -> dict[str, str]:
     return {d["uid"]: d["type"] for d in load_yaml(DATASOURCES)["datasources"]}
 
 
-def test_the_four_dashboards_are_provisioned() -> None:
+def test_the_five_dashboards_are_provisioned() -> None:
     assert [p.name for p in DASHBOARD_FILES] == [
         "business.json",
         "dependencies.json",
+        "profiles.json",
         "runtime.json",
         "service-overview.json",
     ]
@@ -140,9 +146,20 @@ def test_environment_and_instance_variables_narrow_every_query(
     defined = set(variables) | BUILTIN_VARIABLES
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            expr = target["expr"]
+            expr = query_text(target)
             used = set(re.findall(r"\$(\w+)", expr))
             assert used <= defined, (panel["title"], used - defined)
+            kind = target["datasource"]["type"]
+            if kind == "loki":
+                # Loki's stream labels for the same resource attributes.
+                assert 'deployment_environment_name=~"$env"' in expr, panel["title"]
+                assert 'service_instance_id=~"$instance"' in expr, panel["title"]
+                continue
+            if kind == "grafana-pyroscope-datasource":
+                # Profiles carry service_name and http_route, not the environment: one
+                # Pyroscope per environment (observability/README.md, "Profiles").
+                assert 'service_name=~"$service"' in expr, panel["title"]
+                continue
             assert 'deployment_environment=~"$env"' in expr, panel["title"]
             # Recording rules aggregate instances away; everything else filters by instance.
             if not expr.startswith("job:slo_"):
@@ -158,7 +175,7 @@ def test_panels_are_unique_and_on_the_grid(dashboard: dict[str, Any]) -> None:
         assert panel["title"]
         assert panel.get("description"), panel["title"]
         for target in panel.get("targets", []):
-            assert target["expr"].strip(), panel["title"]
+            assert query_text(target).strip(), panel["title"]
     refs = [[t["refId"] for t in p.get("targets", [])] for p in panels(dashboard)]
     assert all(len(r) == len(set(r)) for r in refs)
 
@@ -166,7 +183,7 @@ def test_panels_are_unique_and_on_the_grid(dashboard: dict[str, Any]) -> None:
 def test_each_dashboard_shows_what_it_is_for() -> None:
     def exprs(name: str) -> str:
         model = json.loads((DASHBOARD_DIR / name).read_text())
-        return "\n".join(t["expr"] for p in panels(model) for t in p.get("targets", []))
+        return "\n".join(query_text(t) for p in panels(model) for t in p.get("targets", []))
 
     overview = exprs("service-overview.json")
     for needle in (
@@ -210,7 +227,7 @@ def test_each_dashboard_shows_what_it_is_for() -> None:
 def test_latency_panels_ask_for_exemplars(dashboard: dict[str, Any]) -> None:
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            expr = target["expr"]
+            expr = query_text(target)
             traced = "http_server_request" in expr or "glassbox_payments" in expr
             if "histogram_quantile" in expr and traced:
                 assert target["exemplar"] is True, panel["title"]
@@ -218,7 +235,7 @@ def test_latency_panels_ask_for_exemplars(dashboard: dict[str, Any]) -> None:
 
 def test_datasources_have_fixed_uids_and_link_exemplars_to_jaeger() -> None:
     sources = {d["uid"]: d for d in load_yaml(DATASOURCES)["datasources"]}
-    assert set(sources) == {"prometheus", "jaeger"}
+    assert set(sources) == {"prometheus", "jaeger", "loki", "pyroscope"}
     prometheus = sources["prometheus"]
     assert prometheus["type"] == "prometheus"
     assert prometheus["isDefault"] is True
@@ -245,3 +262,58 @@ def test_dashboard_provider_loads_the_folder() -> None:
     assert [p["type"] for p in provider] == ["file"]
     assert provider[0]["options"]["path"].endswith("/dashboards/glassbox")
     assert provider[0]["allowUiUpdates"] is False
+
+
+def test_logs_link_to_traces_and_spans_link_to_logs() -> None:
+    """Loki's trace_id (structured metadata from OTLP) opens the trace in Jaeger; a Jaeger
+    span opens its service's log lines with that trace id in Loki."""
+    sources = {d["uid"]: d for d in load_yaml(DATASOURCES)["datasources"]}
+    loki = sources["loki"]
+    assert (loki["type"], loki["url"]) == ("loki", "http://loki:3100")
+    (field,) = loki["jsonData"]["derivedFields"]
+    assert field["matcherType"] == "label"
+    assert field["matcherRegex"] == "trace_id"
+    assert field["datasourceUid"] == "jaeger"
+    assert field["url"] == "$${__value.raw}"  # `$$`: a literal `$` after env expansion
+    to_logs = sources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert to_logs["datasourceUid"] == "loki"
+    assert to_logs["tags"] == [{"key": "service.name", "value": "service_name"}]
+    assert to_logs["customQuery"] is True
+    assert to_logs["query"] == '{$${__tags}} | trace_id="$${__trace.traceId}"'
+    pyroscope = sources["pyroscope"]
+    assert pyroscope["type"] == "grafana-pyroscope-datasource"
+    assert pyroscope["url"] == "http://pyroscope:4040"
+
+
+def test_the_service_overview_shows_its_logs() -> None:
+    model = json.loads((DASHBOARD_DIR / "service-overview.json").read_text())
+    (logs,) = [p for p in panels(model) if p["type"] == "logs"]
+    (target,) = logs["targets"]
+    assert target["datasource"] == {"type": "loki", "uid": "loki"}
+    assert target["expr"].startswith('{service_name=~"$service"')
+
+
+def test_a_flame_graph_per_endpoint_of_the_api() -> None:
+    """Every route template of the API under /api/v1 has a flame graph, and every flame
+    graph's route exists (the label service/profiles.py writes is the route template)."""
+    from service import create_app
+    from service.telemetry import route_template
+
+    app = create_app({"DATABASE_URL": "sqlite://", "GLASSBOX_ENV": "test"})
+    routes = {
+        route_template(rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+    }
+    model = json.loads((DASHBOARD_DIR / "profiles.json").read_text())
+    graphs = [p for p in panels(model) if p["type"] == "flamegraph"]
+    by_route = {}
+    for panel in graphs:
+        (target,) = panel["targets"]
+        assert target["datasource"] == {"type": "grafana-pyroscope-datasource", "uid": "pyroscope"}
+        assert target["profileTypeId"] == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+        match = re.search(r'http_route="([^"]+)"', target["labelSelector"])
+        if match:
+            by_route[match.group(1)] = panel
+    assert set(by_route) == routes
+    assert len(graphs) == len(routes) + 1  # and one for the whole service

@@ -1,0 +1,2 @@
+"""glassbox's Grafana dashboards, one module per dashboard (observability/grafana/dashboards.py
+writes them)."""
