@@ -1,4 +1,7 @@
-"""The HTTP edge: every request hook and response header the service sets, in one place.
+"""The HTTP edge: the request hooks and the headers every response carries, in one place.
+
+(A response's own headers stay with what makes it: ETag, Location and Link in the routes,
+Cache-Control: no-store on problem documents in service/errors.py.)
 
 * Headers on every response: the security headers (also on the HTTP server's own refusals,
   service/gunicorn_worker.py), the docs' Content-Security-Policy, Retry-After and
