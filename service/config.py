@@ -3,6 +3,10 @@
 Every variable is listed in the README's configuration table and in `.env.example`;
 `tests/test_config.py` keeps the three in step. Names follow the libraries' own keys
 where one exists (RATELIMIT_*, CACHE_*, MAX_CONTENT_LENGTH).
+
+Own parser rather than environs: it reports every invalid variable at once and enforces the
+production secret rules; environs would replace only the small `_int`/`_float`/`_choice`
+parsers (read once at start, no per-request cost either way).
 """
 
 from __future__ import annotations
