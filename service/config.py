@@ -45,23 +45,23 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
-def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        number = int(str(value).strip())
+def _number(cast: Callable[[str], Any], kind: str, minimum: Any, maximum: Any) -> Any:
+    def parse(value: Any) -> Any:
+        number = cast(str(value).strip())
         if not minimum <= number <= maximum:
-            raise ValueError(f"expected a whole number from {minimum} to {maximum}")
+            raise ValueError(f"expected {kind} from {minimum} to {maximum}")
         return number
 
     return parse
 
 
-def _float(minimum: float, maximum: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        number = float(str(value).strip())
-        if not minimum <= number <= maximum:
-            raise ValueError(f"expected a number from {minimum} to {maximum}")
-        return number
+def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
+    parse: Callable[[Any], int] = _number(int, "a whole number", minimum, maximum)
+    return parse
 
+
+def _float(minimum: float, maximum: float) -> Callable[[Any], float]:
+    parse: Callable[[Any], float] = _number(float, "a number", minimum, maximum)
     return parse
 
 
