@@ -402,6 +402,31 @@ class SignalExport:
 
     exporters: tuple[str, ...]  # empty: exported nowhere
     protocol: str
+    # glassbox's rule, not the SDK's: without an endpoint OTLP goes nowhere (the SDK would
+    # try localhost), so a laptop run does not log export failures every few seconds.
+    otlp_endpoint: bool = False
+
+
+@dataclass(frozen=True)
+class OtelProcess:
+    """What the SDK's own variables decide about glassbox's defaults (service/telemetry)."""
+
+    sdk_disabled: bool  # OTEL_SDK_DISABLED
+    service_name_set: bool  # OTEL_SERVICE_NAME: else each service names itself
+    environment_in_resource: bool  # OTEL_RESOURCE_ATTRIBUTES has deployment.environment.name
+    sampler_set: bool  # OTEL_TRACES_SAMPLER: else parent-based 10%
+
+
+def otel_process(environ: Mapping[str, str] | None = None) -> OtelProcess:
+    environ = os.environ if environ is None else environ
+    return OtelProcess(
+        sdk_disabled=environ.get("OTEL_SDK_DISABLED", "").strip().lower()
+        in ("1", "true", "yes", "on"),
+        service_name_set=bool(environ.get("OTEL_SERVICE_NAME")),
+        environment_in_resource="deployment.environment.name="
+        in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""),
+        sampler_set=bool(environ.get("OTEL_TRACES_SAMPLER")),
+    )
 
 
 def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalExport]:
@@ -433,7 +458,11 @@ def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalEx
             problems.append(
                 f"{protocol_name}={protocol!r}: expected one of {', '.join(OTLP_PROTOCOLS)}"
             )
-        exports[signal] = SignalExport(tuple(p for p in chosen if p != "none"), protocol)
+        endpoint = bool(
+            environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+            or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        )
+        exports[signal] = SignalExport(tuple(p for p in chosen if p != "none"), protocol, endpoint)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return exports

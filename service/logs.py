@@ -144,23 +144,23 @@ def configure_logging(
     level: str = "INFO",
     service_name: str = SERVICE_NAME,
     *,
-    log_format: str | None = None,
-    environment: str | None = None,
+    log_format: str = "auto",
+    environment: str = "development",
 ) -> None:
     """Route the root logger to one handler on stdout; safe to call more than once.
 
-    `log_format` and `environment` default to LOG_FORMAT and GLASSBOX_ENV (the payments
-    service reads them here; the API passes its validated settings).
+    Both services pass LOG_FORMAT and GLASSBOX_ENV as service/config.py parsed them.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
-    requested = (log_format or os.environ.get("LOG_FORMAT", "") or "auto").strip().lower()
-    env = (environment or os.environ.get("GLASSBOX_ENV", "") or "development").strip().lower()
+    requested = log_format.strip().lower()
+    env = environment.strip().lower()
     handler = logging.StreamHandler(sys.stdout)
     setattr(handler, _HANDLER_MARK, True)
     if choose_format(requested, env, sys.stdout) == "console":
+        # NO_COLOR is the terminal's convention (no-color.org), not a glassbox setting.
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         handler.setFormatter(ConsoleFormatter(color=color))
     else:

@@ -19,7 +19,7 @@ from flask import Flask, Response
 from opentelemetry import trace
 
 from service import profiles
-from service.config import SignalExport, otel_exports, prometheus_multiproc_dir
+from service.config import SignalExport, otel_exports, otel_process, prometheus_multiproc_dir
 from service.edge import UNOBSERVED_PREFIXES
 from service.metrics import metrics, metrics_response
 from service.telemetry.gated import ParentGatedTracerProvider
@@ -29,10 +29,6 @@ log = logging.getLogger("service.telemetry")
 
 DEFAULT_SAMPLE_RATIO = 0.1
 SHUTDOWN_TIMEOUT_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -49,22 +45,13 @@ class _ProcessState:
 process_state = _ProcessState()
 
 
-def _otlp_endpoint_set(signal: str) -> bool:
-    # glassbox's rule, not the SDK's: without an endpoint OTLP goes nowhere (the SDK would
-    # try localhost), so a laptop run does not log export failures every few seconds.
-    return bool(
-        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
-
-
 def _exporters(signal: str, export: SignalExport) -> list[Any]:
     """The exporters OTEL_<SIGNAL>_EXPORTER asks for, OTLP over the configured protocol."""
     made: list[Any] = []
     for name in export.exporters:
         if name == "console":
             made.append(_console_exporter(signal))
-        elif name == "otlp" and _otlp_endpoint_set(signal):
+        elif name == "otlp" and export.otlp_endpoint:
             made.append(_otlp_exporter(signal, export.protocol))
     return made
 
@@ -125,7 +112,8 @@ def configure_process(service_name: str, service_version: str, environment: str)
     """
     if process_state.pid == os.getpid():
         return
-    if _truthy("OTEL_SDK_DISABLED"):
+    otel = otel_process()
+    if otel.sdk_disabled:
         process_state.pid = os.getpid()
         process_state.tracing = False
         return
@@ -154,16 +142,16 @@ def configure_process(service_name: str, service_version: str, environment: str)
         "process.pid": os.getpid(),
         "host.name": socket.gethostname(),
     }
-    if not os.environ.get("OTEL_SERVICE_NAME"):
+    if not otel.service_name_set:
         attributes["service.name"] = service_name
     # Current semantic conventions: deployment.environment.name (deployment.environment
     # is deprecated); OTEL_RESOURCE_ATTRIBUTES may set it, as compose and k8s do.
-    if "deployment.environment.name=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+    if not otel.environment_in_resource:
         attributes["deployment.environment.name"] = environment
     resource = Resource.create(attributes)
 
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER / _ARG
-    if not os.environ.get("OTEL_TRACES_SAMPLER"):
+    if not otel.sampler_set:
         sampler = ParentBasedTraceIdRatio(DEFAULT_SAMPLE_RATIO)
     # shutdown_on_exit=False: the SDK's own atexit flush has no time limit; ours has.
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
