@@ -122,7 +122,7 @@ def test_generated_client_reads_products_and_places_an_order(
     order = place_order.sync(client=shopper, body=body)
     assert isinstance(order, models.Order), order
     assert order.items[0].product_id == in_stock.id
-    assert get_order.sync(client=anonymous, order_id=order.id).id == order.id
+    assert get_order.sync(client=shopper, order_id=order.id).id == order.id
     cancelled = cancel_order.sync(client=shopper, order_id=order.id)
     assert isinstance(cancelled, models.Order)
     assert cancelled.status.value == "cancelled"

@@ -100,11 +100,16 @@ def test_hung_database_answers_503_within_the_budget_and_recovers_without_restar
     assert created.status_code == 201
     # Both workers hold pooled connections through the proxy (the pre-ping path).
     for _ in range(6):
-        assert requests.get(server.url("/api/v1/orders"), timeout=10).status_code == 200
+        assert (
+            requests.get(server.url("/api/v1/orders"), headers=headers, timeout=10).status_code
+            == 200
+        )
 
     def calls(round_: int) -> list[Callable[[], requests.Response]]:
         kinds: list[Callable[[int], requests.Response]] = [
-            lambda i: requests.get(server.url("/api/v1/orders"), timeout=CLIENT_TIMEOUT),
+            lambda i: requests.get(
+                server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT
+            ),
             # A search nobody made before: a cache miss, so the database is asked.
             lambda i: requests.get(
                 server.url(f"/api/v1/products?q=hung{round_}x{i}"), timeout=CLIENT_TIMEOUT
@@ -145,7 +150,10 @@ def test_hung_database_answers_503_within_the_budget_and_recovers_without_restar
     # Several reads, so the kernel hands some to each worker.
     api_after = ready_after + wait_until(
         lambda: all(
-            requests.get(server.url("/api/v1/orders"), timeout=CLIENT_TIMEOUT).status_code == 200
+            requests.get(
+                server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT
+            ).status_code
+            == 200
             for _ in range(6)
         ),
         timeout=60,
