@@ -10,7 +10,7 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Inside the app, logging is already JSON (service/logging.py): leave it alone.
+# Inside the app, logging is already JSON (service/logs.py): leave it alone.
 if not logging.getLogger().handlers:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")

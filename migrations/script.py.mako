@@ -7,7 +7,7 @@ Create Date: ${create_date}
 """
 from alembic import op
 import sqlalchemy as sa
-import service.database  # noqa: F401 - glassbox column types (Money, UTCDateTime)
+import service.database  # noqa: F401 - glassbox column types (MoneyColumn, UTCDateTime)
 ${imports if imports else ""}
 
 # revision identifiers, used by Alembic.

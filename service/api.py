@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import http
-import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NoReturn, cast
 
 import flask_smorest
 import marshmallow as ma
-from flask import Flask, request
+from flask import Flask
 from flask.views import MethodView
-from flask_cors import CORS
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 from webargs.multidictproxy import MultiDictProxy
-from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
 from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
-from service.fields import Money
+from service.fields import MoneyField
 
 
 class StrictParser(FlaskParser):
@@ -146,14 +143,12 @@ class Api(flask_smorest.Api):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Money documents itself (string or number, service/fields.py): no type of its own.
-        self.register_field(Money, None, None)
+        # MoneyField documents itself (string or number, service/fields.py): no type of its own.
+        self.register_field(MoneyField, None, None)
 
     def init_app(self, app: Flask, **kwargs: Any) -> None:
         app.url_map.converters["int"] = AsciiIntegerConverter  # before any route is added
         super().init_app(app, **kwargs)
-        app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)  # type: ignore[method-assign]
-        init_cors(app)
 
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)
@@ -169,67 +164,3 @@ class Api(flask_smorest.Api):
         response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
         prepare_response(response, self.spec, PROBLEM_JSON)
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
-
-
-def require_json_body() -> None:
-    """A request body must be JSON: anything else is a 415, not a confusing 422."""
-    has_body = (request.content_length or 0) > 0
-    if request.method in ("POST", "PUT", "PATCH") and has_body and not request.is_json:
-        raise UnsupportedMediaType("Send the body as application/json.")
-
-
-def init_cors(app: Flask) -> None:
-    """CORS for /api/ from the origins in CORS_ORIGINS; none configured, no CORS headers.
-
-    API keys travel in the Authorization header, never in cookies: no credentials mode.
-    """
-    origins = list(app.config["CORS_ORIGINS"])
-    if not origins:
-        return
-    CORS(
-        app,
-        resources={r"/api/*": {"origins": origins}},
-        methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
-        expose_headers=[
-            "ETag",
-            "Link",
-            "Location",
-            "Retry-After",
-            "RateLimit-Limit",
-            "RateLimit-Remaining",
-            "RateLimit-Reset",
-        ],
-        supports_credentials=False,
-        max_age=600,
-    )
-
-
-class BoundedChunkedBody:
-    """WSGI middleware: a chunked request body gets a Content-Length, or a 413.
-
-    Werkzeug stops reading a chunked body (no Content-Length) at MAX_CONTENT_LENGTH and
-    hands over the truncated bytes: a body over the limit would be a confusing 400, or
-    worse, a valid document cut short. Reading one byte past the limit here tells the two
-    apart; the Content-Length set from it lets Flask refuse with its usual 413.
-    """
-
-    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], app: Flask) -> None:
-        self.wsgi_app = wsgi_app
-        self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if chunked and not environ.get("CONTENT_LENGTH"):
-            limit = int(self.app.config["MAX_CONTENT_LENGTH"])
-            body = bytearray()
-            while len(body) <= limit:  # a read may stop at the end of one chunk
-                data = environ["wsgi.input"].read(limit + 1 - len(body))
-                if not data:
-                    break
-                body += data
-            # The body is now plain bytes of a known length: say so, as a proxy would.
-            environ["wsgi.input"] = io.BytesIO(bytes(body))
-            environ["CONTENT_LENGTH"] = str(len(body))
-            del environ["HTTP_TRANSFER_ENCODING"]
-        return self.wsgi_app(environ, start_response)

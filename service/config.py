@@ -3,6 +3,10 @@
 Every variable is listed in the README's configuration table and in `.env.example`;
 `tests/test_config.py` keeps the three in step. Names follow the libraries' own keys
 where one exists (RATELIMIT_*, CACHE_*, MAX_CONTENT_LENGTH).
+
+Own parser rather than environs: it reports every invalid variable at once and enforces the
+production secret rules; environs would replace only the small `_int`/`_float`/`_choice`
+parsers (read once at start, no per-request cost either way).
 """
 
 from __future__ import annotations
@@ -41,23 +45,23 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
-def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        number = int(str(value).strip())
+def _number(cast: Callable[[str], Any], kind: str, minimum: Any, maximum: Any) -> Any:
+    def parse(value: Any) -> Any:
+        number = cast(str(value).strip())
         if not minimum <= number <= maximum:
-            raise ValueError(f"expected a whole number from {minimum} to {maximum}")
+            raise ValueError(f"expected {kind} from {minimum} to {maximum}")
         return number
 
     return parse
 
 
-def _float(minimum: float, maximum: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        number = float(str(value).strip())
-        if not minimum <= number <= maximum:
-            raise ValueError(f"expected a number from {minimum} to {maximum}")
-        return number
+def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
+    parse: Callable[[Any], int] = _number(int, "a whole number", minimum, maximum)
+    return parse
 
+
+def _float(minimum: float, maximum: float) -> Callable[[Any], float]:
+    parse: Callable[[Any], float] = _number(float, "a number", minimum, maximum)
     return parse
 
 
@@ -351,7 +355,8 @@ PAYMENTS_SERVICE_VARIABLES: tuple[Variable, ...] = (
     ),
 )
 
-# Read by service/profiles.py in the API and the payments service (README "Observability").
+# Parsed by load_profiling_config for service/profiles.py, in the API and the payments
+# service (README "Observability").
 PROFILING_VARIABLES: tuple[Variable, ...] = (
     Variable(
         "PYROSCOPE_SERVER_ADDRESS",
@@ -397,6 +402,31 @@ class SignalExport:
 
     exporters: tuple[str, ...]  # empty: exported nowhere
     protocol: str
+    # glassbox's rule, not the SDK's: without an endpoint OTLP goes nowhere (the SDK would
+    # try localhost), so a laptop run does not log export failures every few seconds.
+    otlp_endpoint: bool = False
+
+
+@dataclass(frozen=True)
+class OtelProcess:
+    """What the SDK's own variables decide about glassbox's defaults (service/telemetry)."""
+
+    sdk_disabled: bool  # OTEL_SDK_DISABLED
+    service_name_set: bool  # OTEL_SERVICE_NAME: else each service names itself
+    environment_in_resource: bool  # OTEL_RESOURCE_ATTRIBUTES has deployment.environment.name
+    sampler_set: bool  # OTEL_TRACES_SAMPLER: else parent-based 10%
+
+
+def otel_process(environ: Mapping[str, str] | None = None) -> OtelProcess:
+    environ = os.environ if environ is None else environ
+    return OtelProcess(
+        sdk_disabled=environ.get("OTEL_SDK_DISABLED", "").strip().lower()
+        in ("1", "true", "yes", "on"),
+        service_name_set=bool(environ.get("OTEL_SERVICE_NAME")),
+        environment_in_resource="deployment.environment.name="
+        in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""),
+        sampler_set=bool(environ.get("OTEL_TRACES_SAMPLER")),
+    )
 
 
 def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalExport]:
@@ -428,7 +458,11 @@ def otel_exports(environ: Mapping[str, str] | None = None) -> dict[str, SignalEx
             problems.append(
                 f"{protocol_name}={protocol!r}: expected one of {', '.join(OTLP_PROTOCOLS)}"
             )
-        exports[signal] = SignalExport(tuple(p for p in chosen if p != "none"), protocol)
+        endpoint = bool(
+            environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+            or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        )
+        exports[signal] = SignalExport(tuple(p for p in chosen if p != "none"), protocol, endpoint)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return exports
@@ -463,6 +497,62 @@ def _project_path(path: str) -> str:
     return str(file)
 
 
+def _parse(
+    variables: tuple[Variable, ...], environ: Mapping[str, str], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Each variable's value (overrides first, then the environment), or every problem at once.
+
+    The overrides named here are taken out of `overrides`; the rest pass through.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for variable in variables:
+        raw = overrides.pop(variable.name, environ.get(variable.name, variable.default))
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            raw = variable.default
+        try:
+            values[variable.name] = variable.parse(raw)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{variable.name}={raw!r}: {exc}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return values
+
+
+# Read by both services: the environment, the secret they share, logging and telemetry.
+_SHARED_WITH_PAYMENTS = {
+    "GLASSBOX_ENV",
+    "PAYMENTS_SHARED_SECRET",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TELEMETRY_INSTRUMENTATION",
+}
+
+
+def load_profiling_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """PYROSCOPE_* settings (service/profiles.py), and the service name it profiles as."""
+    environ = os.environ if environ is None else environ
+    values = _parse(PROFILING_VARIABLES, environ, {})
+    values["OTEL_SERVICE_NAME"] = environ.get("OTEL_SERVICE_NAME", "").strip()
+    return values
+
+
+def load_payments_config(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The payments service's config (service/payments), read like the API's."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    variables = PAYMENTS_SERVICE_VARIABLES + tuple(
+        v for v in VARIABLES if v.name in _SHARED_WITH_PAYMENTS
+    )
+    values = _parse(variables, environ, overrides)
+    if values["GLASSBOX_ENV"] == "production":
+        check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
+    values.update(overrides)
+    return values
+
+
 def load_config(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -473,18 +563,7 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for variable in VARIABLES:
-        raw = overrides.pop(variable.name, environ.get(variable.name, variable.default))
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-            raw = variable.default
-        try:
-            values[variable.name] = variable.parse(raw)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{variable.name}={raw!r}: {exc}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    values = _parse(VARIABLES, environ, overrides)
 
     weak_secret = values["SECRET_KEY"] == DEFAULT_SECRET_KEY or len(values["SECRET_KEY"]) < 32
     if values["GLASSBOX_ENV"] == "production" and weak_secret:
@@ -529,9 +608,17 @@ def load_config(
         # Fail open: a Redis outage must not take the API down (README, "Rate limiting").
         "RATELIMIT_SWALLOW_ERRORS": True,
         "TESTING": values["GLASSBOX_ENV"] == "test",
+        # The SDK reads it for the resource; the log lines carry the same name.
+        "OTEL_SERVICE_NAME": environ.get("OTEL_SERVICE_NAME", "").strip(),
     }
     config.update(overrides)
     return config
+
+
+def prometheus_multiproc_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where gunicorn's workers share /metrics samples ("" when one process serves)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
 # Seconds kept back from the budget to write the answer (the 503 itself, logging).

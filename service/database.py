@@ -1,8 +1,15 @@
-"""Declarative base, naming convention, shared column types, and PostgreSQL deadlines."""
+"""The database: declarative base, column types, the engine, and PostgreSQL deadlines.
+
+`init_app` binds Flask-SQLAlchemy to an app and configures its engine: the pool (reports
+its checkout waits), SQLite's pragmas, and SQL spans and metrics (service/telemetry/sql.py).
+The options the engine is built with (pool size, timeouts, libpq keepalives) are settings,
+parsed by service/config.py into SQLALCHEMY_ENGINE_OPTIONS.
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +19,16 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from flask import has_request_context
+from flask import Flask, has_request_context
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, DateTime, Dialect, MetaData, Numeric, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from service.metrics import metrics
+from service.telemetry.sql import instrument_engine
 
 # Stable constraint names so Alembic migrations can drop and alter them on every backend.
 NAMING_CONVENTION = {
@@ -59,7 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Money(TypeDecorator[Decimal]):
+class MoneyColumn(TypeDecorator[Decimal]):
     """An amount with two decimal places: NUMERIC(12, 2), or integer cents on SQLite.
 
     SQLite has no decimal type; cents keep sums and comparisons exact there.
@@ -85,6 +97,56 @@ class Money(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return (Decimal(value) / 100).quantize(CENT)
         return Decimal(value).quantize(CENT)
+
+
+def init_app(app: Flask, db: SQLAlchemy) -> None:
+    """Bind `db` to `app` and configure its engines (pool, pragmas, SQL telemetry)."""
+    if ":memory:" not in app.config["SQLALCHEMY_DATABASE_URI"]:
+        # Pool checkouts report their wait time (not in-memory SQLite's single connection).
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.setdefault("poolclass", InstrumentedQueuePool)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    db.init_app(app)
+    with app.app_context():
+        engines = list(db.engines.values())
+    for engine in engines:
+        if engine.dialect.name == "sqlite" and not event.contains(
+            engine, "connect", _sqlite_pragmas
+        ):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        instrument_engine(engine)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite ignores foreign keys unless asked, and WAL lets readers run beside a writer.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+        # PostgreSQL's pg_sleep, so REPORTS_SQL_DELAY_MS works on the embedded default too.
+        dbapi_connection.create_function("pg_sleep", 1, _sleep_seconds)
+
+
+def _sleep_seconds(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class InstrumentedQueuePool(QueuePool):
+    """QueuePool that reports how long a checkout waited (db.client.connection.wait_time)."""
+
+    def _do_get(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            metrics.pool_wait(_pool_name(self), time.perf_counter() - started)
+
+
+def _pool_name(pool: Any) -> str:
+    name: str | None = getattr(pool, "_glassbox_name", None)
+    return name or "default"
 
 
 # Deadlines on every wait for PostgreSQL (README "Configuration", docs/reliability.md).

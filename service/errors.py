@@ -10,21 +10,13 @@ import sqlalchemy.exc
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from service.extensions import db
 from service.telemetry import current_trace_id, record_exception
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:glassbox:problem:"
 
 log = logging.getLogger("service.errors")
-
-
-def security_headers() -> dict[str, str]:
-    """Headers every response carries: the app's, and the HTTP server's own refusals."""
-    return {
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    }
 
 
 class AppError(Exception):
@@ -241,8 +233,6 @@ def handle_unexpected(error: Exception) -> Response:
 
 
 def _rollback() -> None:
-    from service.extensions import db
-
     try:
         db.session.rollback()
     except Exception:  # the connection may be gone; the session is discarded anyway

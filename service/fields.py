@@ -30,7 +30,7 @@ def amount_pattern(maximum: Decimal) -> str:
     return rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,2}})?$"
 
 
-class Money(ma.fields.Decimal):
+class MoneyField(ma.fields.Decimal):
     """A non-negative amount with at most two decimals, sent and received as a string.
 
     Numbers are accepted on input; more than two decimals is refused, never rounded. A

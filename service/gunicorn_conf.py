@@ -2,7 +2,8 @@
 
 Read by gunicorn, not by the app: HOST, PORT, WEB_CONCURRENCY and PROMETHEUS_MULTIPROC_DIR
 come from the environment. The app is not preloaded: each worker runs `create_app` after
-the fork, so OpenTelemetry's providers and export threads are per worker (service/telemetry.py).
+the fork, so OpenTelemetry's providers and export threads are per worker
+(service/telemetry/setup.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from service.logging import SERVICE_NAME, ContextFilter, json_formatter
+from service.logs import SERVICE_NAME, ContextFilter, json_formatter
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -59,7 +60,7 @@ logconfig_dict = {
 
 # gunicorn merges this dict over its defaults, whose root logger uses a "console" handler
 # that the dict above does not define ("Unable to configure root logger" at start). The app
-# adds its own JSON handler to the root logger (service/logging.py), so none is needed here.
+# adds its own JSON handler to the root logger (service/logs.py), so none is needed here.
 logconfig_dict["root"] = {"level": "INFO", "handlers": []}
 
 

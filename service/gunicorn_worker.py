@@ -31,7 +31,8 @@ from gunicorn.http import errors as parse_errors
 from gunicorn.workers.base import Worker
 from gunicorn.workers.sync import SyncWorker
 
-from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, security_headers
+from service.edge import security_headers
+from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Names and labels are the same on both paths: OpenTelemetry's `http.server.reques
 (unit s) becomes `http_server_request_duration_seconds` in the collector's Prometheus
 exporter, which is the name prometheus_client uses here (observability/README.md).
 
-Every label is bounded whatever clients send: the request hooks (service/telemetry.py)
+Every label is bounded whatever clients send: the request hooks (service/telemetry/server.py)
 pass the normalised method (known, else `_OTHER`), the route template or nothing, and the
 scheme as http or https; `error.type` is the 5xx status code. An attribute the semantic
 conventions leave out when it does not apply (no route, no error) is an empty label on the
@@ -21,7 +21,7 @@ import gc
 import os
 import resource
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
@@ -42,90 +42,190 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _RUNTIME_REFRESH_SECONDS = 1.0
 
 
-def _histogram(name: str, doc: str, labels: Iterable[str]) -> Histogram:
-    return Histogram(name, doc, list(labels), buckets=DURATION_BUCKETS)
+@dataclass(frozen=True)
+class Instrument:
+    """One metric, declared once: OpenTelemetry's name and attributes, Prometheus's derived.
+
+    `http.server.request.duration` (unit s) is `http_server_request_duration_seconds` on the
+    scrape path, as the collector's Prometheus exporter names it; attributes become labels
+    with underscores. An attribute in `optional` is left out of the OTLP point when empty
+    (the semantic conventions omit what does not apply); the scrape label is "" then.
+    `observed`: the OTLP side is an observable instrument read by a callback at export time.
+    """
+
+    name: str
+    kind: str  # histogram, counter, updown (up-down counter) or gauge
+    unit: str
+    description: str
+    attributes: tuple[str, ...] = ()
+    optional: frozenset[str] = frozenset()
+    observed: bool = False
+
+    @property
+    def prometheus_name(self) -> str:
+        return self.name.replace(".", "_") + {"s": "_seconds", "By": "_bytes"}.get(self.unit, "")
+
+    @property
+    def labels(self) -> list[str]:
+        return [attribute.replace(".", "_") for attribute in self.attributes]
 
 
-class _Prometheus:
-    """prometheus_client side: module-level collectors, created once per process."""
+HTTP_DURATION = Instrument(
+    "http.server.request.duration",
+    "histogram",
+    "s",
+    "Duration of HTTP server requests.",
+    ("http.request.method", "http.route", "http.response.status_code", "url.scheme", "error.type"),
+    optional=frozenset(("http.route", "error.type")),
+)
+# Per-request counts that need no exemplar are kept in plain dicts and read by observable
+# OpenTelemetry instruments at export time: a dict update costs a fraction of a
+# synchronous instrument's add() on every request.
+ACTIVE_REQUESTS = Instrument(
+    "http.server.active_requests",
+    "updown",
+    "{request}",
+    "Requests in flight.",
+    ("http.request.method",),
+    observed=True,
+)
+DB_OPERATION = Instrument(
+    "db.client.operation.duration",
+    "histogram",
+    "s",
+    "Duration of database statements.",
+    ("db.system.name", "db.namespace", "db.operation.name", "db.collection.name", "error.type"),
+    optional=frozenset(("db.namespace", "db.collection.name", "error.type")),
+)
+POOL_WAIT = Instrument(
+    "db.client.connection.wait_time",
+    "histogram",
+    "s",
+    "Time to obtain a connection from the pool.",
+    ("db.client.connection.pool.name",),
+)
+POOL_COUNT = Instrument(
+    "db.client.connection.count",
+    "updown",
+    "{connection}",
+    "Pooled connections by state.",
+    ("db.client.connection.state", "db.client.connection.pool.name"),
+)
+CACHE_REQUESTS = Instrument(
+    "glassbox.cache.requests",
+    "counter",
+    "{request}",
+    "Cache lookups.",
+    ("cache.name", "result"),
+    observed=True,
+)
+RATE_LIMITED = Instrument(
+    "glassbox.ratelimit.rejections",
+    "counter",
+    "{request}",
+    "Requests refused with 429.",
+    ("http.route",),
+)
+PAYMENTS = Instrument(
+    "glassbox.payments.duration",
+    "histogram",
+    "s",
+    "Duration of payment authorisations, retries included.",
+    ("outcome",),
+)
+ORDERS_PLACED = Instrument(
+    "glassbox.orders.placed", "counter", "{order}", "Orders placed.", ("status",)
+)
+REDIS_BREAKER = Instrument(
+    "glassbox.redis.breaker.opened",
+    "counter",
+    "{opening}",
+    "Redis circuit breaker openings.",
+    ("server.address",),
+)
+ORDERS_CANCELLED = Instrument(
+    "glassbox.orders.cancelled", "counter", "{order}", "Orders cancelled."
+)
+REVENUE = Instrument("glassbox.revenue", "counter", "{EUR}", "Revenue of paid orders (EUR).")
+# Per worker, for the scrape path too (opentelemetry-instrumentation-system-metrics would
+# cover the OTLP side only, and adds a psutil dependency for three callbacks).
+CPU_TIME = Instrument(
+    "process.cpu.time",
+    "counter",
+    "s",
+    "CPU time of the worker.",
+    ("cpu.mode", "worker"),
+    observed=True,
+)
+MEMORY = Instrument(
+    "process.memory.usage",
+    "gauge",
+    "By",
+    "Resident memory of the worker.",
+    ("worker",),
+    observed=True,
+)
+GC_COLLECTIONS = Instrument(
+    "cpython.gc.collections",
+    "counter",
+    "{collection}",
+    "Garbage collections.",
+    ("cpython.gc.generation", "worker"),
+    observed=True,
+)
+INSTRUMENTS = (
+    HTTP_DURATION,
+    ACTIVE_REQUESTS,
+    DB_OPERATION,
+    POOL_WAIT,
+    POOL_COUNT,
+    CACHE_REQUESTS,
+    RATE_LIMITED,
+    PAYMENTS,
+    ORDERS_PLACED,
+    REDIS_BREAKER,
+    ORDERS_CANCELLED,
+    REVENUE,
+    CPU_TIME,
+    MEMORY,
+    GC_COLLECTIONS,
+)
 
-    def __init__(self) -> None:
-        self.http_duration = _histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests.",
-            (
-                "http_request_method",
-                "http_route",
-                "http_response_status_code",
-                "url_scheme",
-                "error_type",
-            ),
+
+def _prometheus(instrument: Instrument) -> Any:
+    name, doc, labels = instrument.prometheus_name, instrument.description, instrument.labels
+    if instrument.kind == "histogram":
+        return Histogram(name, doc, labels, buckets=DURATION_BUCKETS)
+    if instrument.kind == "counter":
+        return Counter(name, doc, labels)
+    return Gauge(name, doc, labels, multiprocess_mode="livesum")
+
+
+def _otel(meter: Any, instrument: Instrument, callback: Any = None) -> Any:
+    common = {"unit": instrument.unit, "description": instrument.description}
+    if instrument.observed:
+        create = {
+            "counter": meter.create_observable_counter,
+            "updown": meter.create_observable_up_down_counter,
+            "gauge": meter.create_observable_gauge,
+        }[instrument.kind]
+        return create(instrument.name, callbacks=[callback], **common)
+    if instrument.kind == "histogram":
+        return meter.create_histogram(
+            instrument.name, explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS), **common
         )
-        self.active = Gauge(
-            "http_server_active_requests",
-            "Requests in flight.",
-            ["http_request_method"],
-            multiprocess_mode="livesum",
-        )
-        self.db_operation = _histogram(
-            "db_client_operation_duration_seconds",
-            "Duration of database statements.",
-            (
-                "db_system_name",
-                "db_namespace",
-                "db_operation_name",
-                "db_collection_name",
-                "error_type",
-            ),
-        )
-        self.pool_wait = _histogram(
-            "db_client_connection_wait_time_seconds",
-            "Time to obtain a connection from the pool.",
-            ("db_client_connection_pool_name",),
-        )
-        self.pool_count = Gauge(
-            "db_client_connection_count",
-            "Pooled connections by state.",
-            ["db_client_connection_state", "db_client_connection_pool_name"],
-            multiprocess_mode="livesum",
-        )
-        self.cache = Counter("glassbox_cache_requests", "Cache lookups.", ["cache_name", "result"])
-        self.ratelimit = Counter(
-            "glassbox_ratelimit_rejections", "Requests refused with 429.", ["http_route"]
-        )
-        self.payments = _histogram(
-            "glassbox_payments_duration_seconds",
-            "Duration of payment authorisations, retries included.",
-            ("outcome",),
-        )
-        self.orders_placed = Counter("glassbox_orders_placed", "Orders placed.", ["status"])
-        self.redis_breaker = Counter(
-            "glassbox_redis_breaker_opened", "Redis circuit breaker openings.", ["server_address"]
-        )
-        self.orders_cancelled = Counter("glassbox_orders_cancelled", "Orders cancelled.")
-        self.revenue = Counter("glassbox_revenue", "Revenue of paid orders (EUR).")
-        self.cpu = Counter(
-            "process_cpu_time_seconds", "CPU time of the worker.", ["cpu_mode", "worker"]
-        )
-        self.memory = Gauge(
-            "process_memory_usage_bytes",
-            "Resident memory of the worker.",
-            ["worker"],
-            multiprocess_mode="livesum",
-        )
-        self.gc = Counter(
-            "cpython_gc_collections",
-            "Garbage collections.",
-            ["cpython_gc_generation", "worker"],
-        )
+    if instrument.kind == "counter":
+        return meter.create_counter(instrument.name, **common)
+    return meter.create_up_down_counter(instrument.name, **common)
 
 
 class Metrics:
     """Facade the code records through; both backends are fed from each call."""
 
     def __init__(self) -> None:
-        self._prom: _Prometheus | None = None
+        self._prom: dict[str, Any] = {}
         self._otel: dict[str, Any] = {}
+        self.multiproc_dir = ""
         self._worker = str(os.getpid())
         self._runtime_seen: dict[str, float] = {}
         self._runtime_next = 0.0
@@ -134,13 +234,14 @@ class Metrics:
 
     # set-up
 
-    def enable_prometheus(self) -> None:
-        if self._prom is None:
+    def enable_prometheus(self, multiproc_dir: str = "") -> None:
+        """`multiproc_dir`: PROMETHEUS_MULTIPROC_DIR (service/config.py), "" for one process."""
+        if not self._prom:
             self._worker = str(os.getpid())  # after gunicorn's fork, not at import
-            folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            self.multiproc_dir = folder = multiproc_dir
             if folder:  # gunicorn's on_starting makes it; a CLI command may come first
                 os.makedirs(folder, exist_ok=True)
-            self._prom = _Prometheus()
+            self._prom = {i.name: _prometheus(i) for i in INSTRUMENTS}
 
     def enable_otel(self, meter: Any) -> None:
         if self._otel:
@@ -168,118 +269,50 @@ class Metrics:
                 for generation, stats in enumerate(gc.get_stats())
             ]
 
-        self._otel = {
-            "http_duration": meter.create_histogram(
-                "http.server.request.duration",
-                unit="s",
-                description="Duration of HTTP server requests.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            ),
-            "active": meter.create_observable_up_down_counter(
-                "http.server.active_requests",
-                callbacks=[self._observe_active],
-                unit="{request}",
-                description="Requests in flight.",
-            ),
-            "db_operation": meter.create_histogram(
-                "db.client.operation.duration",
-                unit="s",
-                description="Duration of database statements.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            ),
-            "pool_wait": meter.create_histogram(
-                "db.client.connection.wait_time",
-                unit="s",
-                description="Time to obtain a connection from the pool.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            ),
-            "pool_count": meter.create_up_down_counter(
-                "db.client.connection.count",
-                unit="{connection}",
-                description="Pooled connections by state.",
-            ),
-            "cache": meter.create_observable_counter(
-                "glassbox.cache.requests",
-                callbacks=[self._observe_cache],
-                unit="{request}",
-                description="Cache lookups.",
-            ),
-            "ratelimit": meter.create_counter(
-                "glassbox.ratelimit.rejections",
-                unit="{request}",
-                description="Requests refused with 429.",
-            ),
-            "payments": meter.create_histogram(
-                "glassbox.payments.duration",
-                unit="s",
-                description="Duration of payment authorisations, retries included.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            ),
-            "redis_breaker": meter.create_counter(
-                "glassbox.redis.breaker.opened",
-                unit="{opening}",
-                description="Redis circuit breaker openings.",
-            ),
-            "orders_placed": meter.create_counter(
-                "glassbox.orders.placed", unit="{order}", description="Orders placed."
-            ),
-            "orders_cancelled": meter.create_counter(
-                "glassbox.orders.cancelled", unit="{order}", description="Orders cancelled."
-            ),
-            "revenue": meter.create_counter(
-                "glassbox.revenue", unit="{EUR}", description="Revenue of paid orders (EUR)."
-            ),
+        callbacks = {
+            ACTIVE_REQUESTS.name: self._observe_active,
+            CACHE_REQUESTS.name: self._observe_cache,
+            CPU_TIME.name: runtime_cpu,
+            MEMORY.name: runtime_memory,
+            GC_COLLECTIONS.name: runtime_gc,
         }
-        meter.create_observable_counter(
-            "process.cpu.time",
-            callbacks=[runtime_cpu],
-            unit="s",
-            description="CPU time of the worker.",
-        )
-        meter.create_observable_gauge(
-            "process.memory.usage",
-            callbacks=[runtime_memory],
-            unit="By",
-            description="Resident memory of the worker.",
-        )
-        meter.create_observable_counter(
-            "cpython.gc.collections",
-            callbacks=[runtime_gc],
-            unit="{collection}",
-            description="Garbage collections.",
-        )
+        self._otel = {i.name: _otel(meter, i, callbacks.get(i.name)) for i in INSTRUMENTS}
 
     # recording
+
+    def _record(self, instrument: Instrument, amount: float, *values: Any) -> None:
+        """`values` in the order of the instrument's attributes."""
+        collector = self._prom.get(instrument.name)
+        if collector is not None:
+            if values:
+                collector = collector.labels(*[str(value) for value in values])
+            if instrument.kind == "histogram":
+                collector.observe(amount)
+            else:
+                collector.inc(amount)
+        otel = self._otel.get(instrument.name)
+        if otel is not None:
+            attributes = {
+                name: value
+                for name, value in zip(instrument.attributes, values, strict=True)
+                if value != "" or name not in instrument.optional
+            }
+            if instrument.kind == "histogram":
+                otel.record(amount, attributes)
+            else:
+                otel.add(amount, attributes)
 
     def http_request(
         self, method: str, route: str, status: int, scheme: str, seconds: float
     ) -> None:
         """One served request; `method`, `route` and `scheme` already bounded by the caller."""
         error_type = str(status) if status >= 500 else ""
-        if self._prom is not None:
-            self._prom.http_duration.labels(method, route, str(status), scheme, error_type).observe(
-                seconds
-            )
-            self._refresh_runtime()
-        if self._otel:
-            attributes: dict[str, str | int] = {
-                "http.request.method": method,
-                "http.response.status_code": status,
-                "url.scheme": scheme,
-            }
-            if route:
-                attributes["http.route"] = route
-            if error_type:
-                attributes["error.type"] = error_type
-            self._otel["http_duration"].record(seconds, attributes)
-
-    # Per-request counts that need no exemplar are kept in plain dicts and read by
-    # observable OpenTelemetry instruments at export time: a dict update costs a fraction
-    # of a synchronous instrument's add() on every request.
+        self._record(HTTP_DURATION, seconds, method, route, status, scheme, error_type)
+        self._refresh_runtime()
 
     def active_requests(self, method: str, delta: int) -> None:
-        if self._prom is not None:
-            self._prom.active.labels(method).inc(delta)
+        if self._prom:
+            self._prom[ACTIVE_REQUESTS.name].labels(method).inc(delta)
         self._active[method] = self._active.get(method, 0) + delta
 
     def _observe_active(self, _: Any) -> list[Any]:
@@ -300,38 +333,17 @@ class Metrics:
         seconds: float,
     ) -> None:
         """One SQL statement; `collection` is empty unless it names exactly one table."""
-        if self._prom is not None:
-            self._prom.db_operation.labels(
-                system, namespace, operation, collection, error_type
-            ).observe(seconds)
-        if self._otel:
-            attributes = {"db.system.name": system, "db.operation.name": operation}
-            if namespace:
-                attributes["db.namespace"] = namespace
-            if collection:
-                attributes["db.collection.name"] = collection
-            if error_type:
-                attributes["error.type"] = error_type
-            self._otel["db_operation"].record(seconds, attributes)
+        self._record(DB_OPERATION, seconds, system, namespace, operation, collection, error_type)
 
     def pool_wait(self, pool: str, seconds: float) -> None:
-        if self._prom is not None:
-            self._prom.pool_wait.labels(pool).observe(seconds)
-        if self._otel:
-            self._otel["pool_wait"].record(seconds, {"db.client.connection.pool.name": pool})
+        self._record(POOL_WAIT, seconds, pool)
 
     def pool_connections(self, pool: str, state: str, delta: int) -> None:
-        if self._prom is not None:
-            self._prom.pool_count.labels(state, pool).inc(delta)
-        if self._otel:
-            self._otel["pool_count"].add(
-                delta,
-                {"db.client.connection.state": state, "db.client.connection.pool.name": pool},
-            )
+        self._record(POOL_COUNT, delta, state, pool)
 
     def cache_lookup(self, cache_name: str, result: str) -> None:
-        if self._prom is not None:
-            self._prom.cache.labels(cache_name, result).inc()
+        if self._prom:
+            self._prom[CACHE_REQUESTS.name].labels(cache_name, result).inc()
         key = (cache_name, result)
         self._cache[key] = self._cache.get(key, 0) + 1
 
@@ -344,43 +356,26 @@ class Metrics:
         ]
 
     def rate_limited(self, route: str) -> None:
-        if self._prom is not None:
-            self._prom.ratelimit.labels(route).inc()
-        if self._otel:
-            self._otel["ratelimit"].add(1, {"http.route": route})
+        self._record(RATE_LIMITED, 1, route)
 
     def payment(self, outcome: str, seconds: float) -> None:
-        if self._prom is not None:
-            self._prom.payments.labels(outcome).observe(seconds)
-        if self._otel:
-            self._otel["payments"].record(seconds, {"outcome": outcome})
+        self._record(PAYMENTS, seconds, outcome)
 
     def redis_breaker_opened(self, address: str) -> None:
-        if self._prom is not None:
-            self._prom.redis_breaker.labels(address).inc()
-        if self._otel:
-            self._otel["redis_breaker"].add(1, {"server.address": address})
+        self._record(REDIS_BREAKER, 1, address)
 
     def order_placed(self, status: str, revenue: float) -> None:
-        if self._prom is not None:
-            self._prom.orders_placed.labels(status).inc()
-            if revenue:
-                self._prom.revenue.inc(revenue)
-        if self._otel:
-            self._otel["orders_placed"].add(1, {"status": status})
-            if revenue:
-                self._otel["revenue"].add(revenue)
+        self._record(ORDERS_PLACED, 1, status)
+        if revenue:
+            self._record(REVENUE, revenue)
 
     def order_cancelled(self) -> None:
-        if self._prom is not None:
-            self._prom.orders_cancelled.inc()
-        if self._otel:
-            self._otel["orders_cancelled"].add(1)
+        self._record(ORDERS_CANCELLED, 1)
 
     def _refresh_runtime(self) -> None:
         """Per-worker CPU, memory and GC for the scrape path, at most once a second."""
         now = time.monotonic()
-        if now < self._runtime_next or self._prom is None:
+        if now < self._runtime_next or not self._prom:
             return
         self._runtime_next = now + _RUNTIME_REFRESH_SECONDS
         times = os.times()
@@ -392,11 +387,11 @@ class Metrics:
             if delta <= 0:
                 continue
             if key.startswith("gc"):
-                self._prom.gc.labels(key[2:], self._worker).inc(delta)
+                self._prom[GC_COLLECTIONS.name].labels(key[2:], self._worker).inc(delta)
             else:
-                self._prom.cpu.labels(key, self._worker).inc(delta)
+                self._prom[CPU_TIME.name].labels(key, self._worker).inc(delta)
             self._runtime_seen[key] = value
-        self._prom.memory.labels(self._worker).set(_rss_bytes())
+        self._prom[MEMORY.name].labels(self._worker).set(_rss_bytes())
 
 
 def _rss_bytes() -> int:
@@ -412,7 +407,7 @@ metrics = Metrics()
 
 def metrics_response() -> Response:
     """The `/metrics` body: every worker's samples when PROMETHEUS_MULTIPROC_DIR is set."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if metrics.multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)

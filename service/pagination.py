@@ -93,6 +93,8 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# Own HMAC rather than itsdangerous's URLSafeSerializer: tried, it kept the behaviour but
+# cost 30-65 us more per encode+decode (2-3x; key derivation and its serializer per call).
 def _signature(payload: bytes) -> bytes:
     key = str(current_app.config["SECRET_KEY"]).encode()
     return hmac.new(key, b"cursor:" + payload, hashlib.sha256).digest()[:16]
@@ -144,7 +146,8 @@ def _fits(value: Any, column: InstrumentedAttribute[Any]) -> bool:
     either way the answer is a 400, never a 500 from the database.
     """
     column_type = column.type
-    if isinstance(column_type, TypeDecorator):  # Money, UTCDateTime: judge by what they wrap
+    # MoneyColumn, UTCDateTime: judge by what they wrap.
+    if isinstance(column_type, TypeDecorator):
         column_type = column_type.impl_instance
     try:
         expected = column_type.python_type
@@ -179,7 +182,8 @@ def keyset_page(
         if not all(_fits(value, column) for value, column in zip(after, columns, strict=True)):
             raise InvalidCursor("The cursor is malformed.")
         position = tuple_(*columns)
-        # A plain tuple on the right binds each value with its column's type (Money, UTCDateTime).
+        # A plain tuple on the right binds each value with its column's type (MoneyColumn,
+        # UTCDateTime).
         bound = tuple(after)
         statement = statement.where(position < bound if sort.descending else position > bound)
     order = [c.desc() if sort.descending else c.asc() for c in columns]

@@ -20,7 +20,8 @@ from typing import Any
 from flask import Flask, g, request
 from opentelemetry import trace
 
-from service.config import PROFILING_VARIABLES, ConfigError
+from service.config import load_profiling_config
+from service.telemetry.server import route_template
 
 log = logging.getLogger("service.profiles")
 
@@ -38,18 +39,7 @@ _state = _ProcessState()
 
 def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """PYROSCOPE_* settings, parsed; ConfigError names every invalid one."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    problems = []
-    for variable in PROFILING_VARIABLES:
-        raw = environ.get(variable.name) or variable.default
-        try:
-            values[variable.name] = variable.parse(raw)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{variable.name}={raw!r}: {exc}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    return values
+    return load_profiling_config(environ)
 
 
 def configure_process(service_name: str) -> bool:
@@ -68,7 +58,7 @@ def configure_process(service_name: str) -> bool:
     from pyroscope.otel import PyroscopeSpanProcessor
 
     pyroscope.configure(
-        application_name=os.environ.get("OTEL_SERVICE_NAME") or service_name,
+        application_name=values["OTEL_SERVICE_NAME"] or service_name,
         server_address=address,
         sample_rate=values["PYROSCOPE_SAMPLE_RATE"],
         # Wall-clock samples of threads holding the GIL only: a sync worker's request thread.
@@ -87,8 +77,6 @@ def init_app(app: Flask, *, service_name: str) -> None:
     if not configure_process(service_name):
         return
     import pyroscope
-
-    from service.telemetry import route_template
 
     @app.before_request
     def label_route() -> None:

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from service.config import ConfigError, load_config
-from service.logging import choose_format
+from service.logs import choose_format
 from tests.conftest import build_app
 from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
 

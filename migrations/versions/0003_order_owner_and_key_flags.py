@@ -7,7 +7,7 @@ Create Date: 2026-12-01 20:04:53.141680
 """
 from alembic import op
 import sqlalchemy as sa
-import service.database  # noqa: F401 - glassbox column types (Money, UTCDateTime)
+import service.database  # noqa: F401 - glassbox column types (MoneyColumn, UTCDateTime)
 
 
 # revision identifiers, used by Alembic.

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask.views import MethodView
 
-from service import __version__
 from service.api import Blueprint
 from service.auth.decorators import require_api_key
 from service.catalog import service as catalog
@@ -20,6 +19,7 @@ from service.catalog.schemas import (
     ProductUpdateSchema,
 )
 from service.pagination import ListArgsSchema, link_headers
+from service.version import __version__
 
 ID = "<int(min=1, max=2147483647):{}>"
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.fields import MAX_PRICE, Id, Money, StrictSchema, Text
+from service.fields import MAX_PRICE, Id, MoneyField, StrictSchema, Text
 from service.pagination import ListArgsSchema
 
 PRODUCT_SORTS = ("name", "-name", "price", "-price", "created_at", "-created_at")
@@ -39,7 +39,7 @@ class ProductSchema(StrictSchema):
         min=1, max=200, blank=False, required=True, metadata={"example": "Espresso beans 1 kg"}
     )
     description = Text(max=5000, multiline=True, load_default="")
-    price = Money(required=True, maximum=MAX_PRICE)
+    price = MoneyField(required=True, maximum=MAX_PRICE)
     stock = ma.fields.Integer(
         strict=True, required=True, validate=ma.validate.Range(min=0, max=1_000_000_000)
     )
@@ -54,7 +54,7 @@ class ProductUpdateSchema(StrictSchema):
     )
     name = Text(min=1, max=200, blank=False)
     description = Text(max=5000, multiline=True)
-    price = Money(maximum=MAX_PRICE)
+    price = MoneyField(maximum=MAX_PRICE)
     stock = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=1_000_000_000))
     category_id = Id(strict=True)
 
@@ -66,8 +66,8 @@ class ProductPageSchema(ma.Schema):
 
 class ProductListArgsSchema(ListArgsSchema):
     category_id = Id()
-    min_price = Money()
-    max_price = Money()
+    min_price = MoneyField()
+    max_price = MoneyField()
     q = Text(min=1, max=100, metadata={"description": "Case-insensitive search in the name"})
     sort = ma.fields.String(
         load_default="created_at",

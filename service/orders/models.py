@@ -7,7 +7,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.database import Base, Money, UTCDateTime, utcnow
+from service.database import Base, MoneyColumn, UTCDateTime, utcnow
 
 
 class OrderStatus(StrEnum):
@@ -41,7 +41,7 @@ class Order(Base):
     )
     # The order's Idempotency-Key at the payments service: unique beyond this database.
     payment_key: Mapped[str | None] = mapped_column(String(64), default=None)
-    total: Mapped[Decimal] = mapped_column(Money())
+    total: Mapped[Decimal] = mapped_column(MoneyColumn())
     payment_reference: Mapped[str | None] = mapped_column(String(64), default=None)
     # Why a cancelled order was cancelled: customer, payment_declined, payment_expired.
     cancellation_reason: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -66,7 +66,7 @@ class OrderItem(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
     quantity: Mapped[int]
     # Captured when the order is placed: later price changes do not rewrite history.
-    unit_price: Mapped[Decimal] = mapped_column(Money())
+    unit_price: Mapped[Decimal] = mapped_column(MoneyColumn())
 
     order: Mapped[Order] = relationship(back_populates="items")
 

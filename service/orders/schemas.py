@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from service.fields import Id, Money, StrictSchema
+from service.fields import Id, MoneyField, StrictSchema
 from service.orders.models import OrderStatus
 from service.pagination import ListArgsSchema
 
@@ -33,15 +33,15 @@ class OrderCreateSchema(StrictSchema):
 class OrderItemSchema(ma.Schema):
     product_id = ma.fields.Integer()
     quantity = ma.fields.Integer()
-    unit_price = Money()
-    line_total = Money()
+    unit_price = MoneyField()
+    line_total = MoneyField()
 
 
 class OrderSchema(ma.Schema):
     id = ma.fields.Integer()
     customer_email = ma.fields.String()
     status = ma.fields.String(validate=ma.validate.OneOf([s.value for s in OrderStatus]))
-    total = Money()
+    total = MoneyField()
     payment_reference = ma.fields.String(allow_none=True)
     cancellation_reason = ma.fields.String(
         allow_none=True,

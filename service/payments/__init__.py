@@ -6,12 +6,11 @@ Idempotency-Key per authorization, void and refund, look-ups by reference and by
 and a shared secret (PAYMENTS_SHARED_SECRET) on every /api/ call.
 PAYMENTS_LATENCY_MS and PAYMENTS_FAILURE_RATE are knobs for experiments (the profiling
 lab slows this service down to show what tracing sees that a profiler does not).
-Instrumented like the API (service/telemetry.py); `make serve-payments` runs it.
+Instrumented like the API (service/telemetry/); `make serve-payments` runs it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,45 +19,21 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from service import telemetry
-from service.api import BoundedChunkedBody
-from service.config import (
-    ENVIRONMENTS,
-    PAYMENTS_SERVICE_VARIABLES,
-    VARIABLES,
-    ConfigError,
-    check_payments_secret,
-)
-from service.logging import configure_logging
+from service.config import load_payments_config
+from service.edge import BoundedChunkedBody
+from service.logs import configure_logging
 from service.payments.ledger import Ledger
 from service.payments.routes import blp, problem
 
-# Read by both services: the environment and the secret they share.
-_SHARED = {"GLASSBOX_ENV", "PAYMENTS_SHARED_SECRET"}
-_VARIABLES = PAYMENTS_SERVICE_VARIABLES + tuple(v for v in VARIABLES if v.name in _SHARED)
-
-
-def _settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    overrides = dict(overrides or {})
-    values: dict[str, Any] = {}
-    problems = []
-    for variable in _VARIABLES:
-        raw = overrides.pop(variable.name, os.environ.get(variable.name) or variable.default)
-        try:
-            values[variable.name] = variable.parse(raw)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{variable.name}={raw!r}: {exc}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    assert values["GLASSBOX_ENV"] in ENVIRONMENTS
-    if values["GLASSBOX_ENV"] == "production":
-        check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
-    values.update(overrides)
-    return values
-
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    settings = _settings(config)
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), service_name="glassbox-payments")
+    settings = load_payments_config(overrides=config)
+    configure_logging(
+        settings["LOG_LEVEL"],
+        service_name="glassbox-payments",
+        log_format=settings["LOG_FORMAT"],
+        environment=settings["GLASSBOX_ENV"],
+    )
     app = Flask(__name__)
     app.config.update(settings)
     telemetry.init_app(app, service_name="glassbox-payments", service_version="0.1.0")

@@ -5,7 +5,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.fields import MAX_SUM, Money, StrictSchema
+from service.fields import MAX_SUM, MoneyField, StrictSchema
 from service.reports.service import default_start
 
 GROUPINGS = ("day", "product", "category")
@@ -39,11 +39,11 @@ class SalesReportArgsSchema(StrictSchema):
 class SalesFiguresSchema(ma.Schema):
     orders = ma.fields.Integer(metadata={"description": "Paid orders counted"})
     units = ma.fields.Integer(metadata={"description": "Units sold"})
-    revenue = Money(maximum=MAX_SUM)
-    average = Money(metadata={"description": "Mean value"})
-    p50 = Money()
-    p90 = Money()
-    p99 = Money()
+    revenue = MoneyField(maximum=MAX_SUM)
+    average = MoneyField(metadata={"description": "Mean value"})
+    p50 = MoneyField()
+    p90 = MoneyField()
+    p99 = MoneyField()
 
 
 class SalesGroupSchema(SalesFiguresSchema):

@@ -20,7 +20,8 @@ import pytest
 from gunicorn.http import errors as parse_errors
 
 from service import gunicorn_conf
-from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, security_headers
+from service.edge import security_headers
+from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
 from service.gunicorn_worker import answer_with_problem, problem_for
 from tests.processes import PAYMENTS_APP, start_gunicorn
 from tests.reliability.conftest import StartServer

@@ -144,23 +144,23 @@ def configure_logging(
     level: str = "INFO",
     service_name: str = SERVICE_NAME,
     *,
-    log_format: str | None = None,
-    environment: str | None = None,
+    log_format: str = "auto",
+    environment: str = "development",
 ) -> None:
     """Route the root logger to one handler on stdout; safe to call more than once.
 
-    `log_format` and `environment` default to LOG_FORMAT and GLASSBOX_ENV (the payments
-    service reads them here; the API passes its validated settings).
+    Both services pass LOG_FORMAT and GLASSBOX_ENV as service/config.py parsed them.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
-    requested = (log_format or os.environ.get("LOG_FORMAT", "") or "auto").strip().lower()
-    env = (environment or os.environ.get("GLASSBOX_ENV", "") or "development").strip().lower()
+    requested = log_format.strip().lower()
+    env = environment.strip().lower()
     handler = logging.StreamHandler(sys.stdout)
     setattr(handler, _HANDLER_MARK, True)
     if choose_format(requested, env, sys.stdout) == "console":
+        # NO_COLOR is the terminal's convention (no-color.org), not a glassbox setting.
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         handler.setFormatter(ConsoleFormatter(color=color))
     else:
@@ -171,15 +171,15 @@ def configure_logging(
     # The access line below replaces werkzeug's and gunicorn's own request logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # SQLAlchemy quiets its own loggers; the instrumented pool's logger is named after
-    # its module (service.telemetry), so quiet it the same way.
-    logging.getLogger("service.telemetry.InstrumentedQueuePool").setLevel(logging.WARNING)
+    # its module (service.database), so quiet it the same way.
+    logging.getLogger("service.database.InstrumentedQueuePool").setLevel(logging.WARNING)
 
 
 access_log = logging.getLogger("glassbox.access")
 
 
 def log_access(method: str, route: str, status: int, seconds: float) -> None:
-    """One line per request; called by the request hooks in service/telemetry.py."""
+    """One line per request; called by the request hooks in service/telemetry/server.py."""
     extra: dict[str, Any] = {
         "method": method,
         "route": route or None,
