@@ -212,7 +212,7 @@ def drive(
         url,
         script="bench.lua",
         seconds=seconds,
-        connections=variant.connections or settings.connections,
+        connections=_connections(variant, settings),
         threads=settings.threads,
         timeout="10s",
     )
@@ -222,18 +222,23 @@ def drive(
     return run_wrk(command, env, seconds)
 
 
+def _connections(variant: Variant, settings: Settings) -> int:
+    """wrk's connections: one per worker when paced (bench_variants.HALF_RATE says why)."""
+    return settings.workers if variant.pace > 0 else settings.connections
+
+
 def pacing_delay_ms(variant: Variant, settings: Settings, latest: dict[str, Run]) -> float:
     """The mean wait per connection that brings a paced variant to `pace` times the rate its
     server reached in its latest full-load run (0: not paced, or no such run yet).
 
     Each connection sends one request per (wait + answer); the answer takes about its
-    service time, half the full-load p50 (there, two requests queue per worker).
+    service time, which the full-load p50 over-states by the queueing there (two requests
+    per worker with the default 4 connections): half of it is taken.
     """
     full = latest.get(variant.serves)
     if variant.pace <= 0 or full is None or full.rps <= 0:
         return 0.0
-    connections = variant.connections or settings.connections
-    period_ms = connections * 1000 / (variant.pace * full.rps)
+    period_ms = _connections(variant, settings) * 1000 / (variant.pace * full.rps)
     return max(0.0, period_ms - full.p50_ms / 2)
 
 

@@ -221,7 +221,7 @@ def result_document(
                 "server": v.server,
                 "peer_sampling": v.peer_sampling,
                 "serves": v.serves,
-                "connections": v.connections,
+                "pace": v.pace,
             }
             for v in variants
         },

@@ -23,8 +23,7 @@ class Variant:
     server: str = "gunicorn"  # "gunicorn", "granian" (glassbox) or "peer" (profiling/peer)
     peer_sampling: float | None = None  # the peer under opentelemetry-instrument at this ratio
     serves: str = ""  # measured on this other variant's server (none of its own)
-    connections: int = 0  # wrk connections; 0 = the bench's setting
-    pace: float = 0.0  # >0: requests paced to this share of the `serves` variant's last rate
+    pace: float = 0.0  # >0: paced to this share of the `serves` variant's last rate (below)
 
     @property
     def is_glassbox(self) -> bool:
@@ -48,9 +47,11 @@ PEER_PRODUCT = "peer_product"
 PEER_FIRST_PAGE = "peer_list_first"
 # "At half the maximum rate": wrk paces its connections (random waits between requests, see
 # profiling/wrk/bench.lua) to half the rate the same server reached in its latest full-load
-# run. Many connections, each waiting long between requests: their arrivals add up to an
-# almost steady stream that a slow answer barely holds back (nearer an open-loop load).
-HALF_RATE_CONNECTIONS = 32
+# run, with one connection per worker (BENCH_WORKERS). No more: gunicorn's sync worker accepts
+# a connection, then waits for its request, and wrk opens the next connection right after an
+# answer, before its wait; with more connections than workers, a worker would sit waiting for
+# a paced request while requests sent on other connections queued behind it.
+HALF_RATE = 0.5
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare_wsgi", "/", app="profiling.bench_apps:bare_wsgi", description="ceiling"),
@@ -69,8 +70,7 @@ VARIANTS: tuple[Variant, ...] = (
         PRODUCT,
         ids="hot",
         serves="product_cached",
-        connections=HALF_RATE_CONNECTIONS,
-        pace=0.5,
+        pace=HALF_RATE,
     ),
     Variant("product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", "SQL, telemetry default"),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
@@ -80,8 +80,7 @@ VARIANTS: tuple[Variant, ...] = (
         PRODUCT,
         ids="all",
         serves="product_uncached",
-        connections=HALF_RATE_CONNECTIONS,
-        pace=0.5,
+        pace=HALF_RATE,
     ),
     Variant("list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, description="first page, SQL"),
     Variant("list_first_otel_off", FIRST_PAGE, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP),
