@@ -4,11 +4,15 @@
 
 Each variant is an environment (plus, for the two baselines, a different WSGI app) served
 by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY sync workers and rate limiting
-off, against a PostgreSQL database holding BENCH_PRODUCTS products (seeded once) and Redis.
+off, against a PostgreSQL database holding BENCH_PRODUCTS products (seeded once) and Redis;
+a few run under another server (gunicorn gthread, granian), and the peer (profiling/peer:
+FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same rows.
 wrk drives one variant at a time; the variants alternate (A B C … then … C B A) for
 several rounds, and every ratio is computed within a round, then the median over rounds
 is reported: on a shared 2-core machine repeat runs of one variant differ by ±10-15%
-(the server, PostgreSQL and wrk share the cores), ratios of neighbours much less.
+(the server, PostgreSQL and wrk share the cores), ratios of neighbours much less. Every
+glassbox variant is shown as a share of the peer's; the resident memory of every worker is
+read after the last round.
 
 Writes bench-<time>.json and bench-<time>.png under profiling/results/ (and bench-latest.*)
 and prints a table and PASS/FAIL per target. Settings by environment: BENCH_SECONDS (per
