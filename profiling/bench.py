@@ -4,11 +4,15 @@
 
 Each variant is an environment (plus, for the two baselines, a different WSGI app) served
 by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY sync workers and rate limiting
-off, against a PostgreSQL database holding BENCH_PRODUCTS products (seeded once) and Redis.
+off, against a PostgreSQL database holding BENCH_PRODUCTS products (seeded once) and Redis;
+a few run under another server (gunicorn gthread, granian), and the peer (profiling/peer:
+FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same rows.
 wrk drives one variant at a time; the variants alternate (A B C … then … C B A) for
 several rounds, and every ratio is computed within a round, then the median over rounds
 is reported: on a shared 2-core machine repeat runs of one variant differ by ±10-15%
-(the server, PostgreSQL and wrk share the cores), ratios of neighbours much less.
+(the server, PostgreSQL and wrk share the cores), ratios of neighbours much less. Every
+glassbox variant is shown as a share of the peer's; the resident memory of every worker is
+read after the last round.
 
 Writes bench-<time>.json and bench-<time>.png under profiling/results/ (and bench-latest.*)
 and prints a table and PASS/FAIL per target. Settings by environment: BENCH_SECONDS (per
@@ -44,11 +48,12 @@ from profiling.bench_report import (
     summarise,
     telemetry_note,
 )
+from profiling.bench_servers import BenchServer, GranianServer, PeerServer
 from profiling.bench_variants import HOT_IDS, VARIANTS, Variant
 from profiling.harness import database
 from profiling.harness.gunicorn import GunicornServer, measured_env
 from profiling.harness.otlp import otlp_sink
-from profiling.harness.processes import ROOT
+from profiling.harness.processes import ROOT, resident_bytes
 from profiling.harness.progress import Steps, steps
 from profiling.harness.wrk import errors_of, run_wrk, wrk_binary, wrk_command
 
@@ -197,48 +202,81 @@ def _wrk_env(variant: Variant, catalog: Catalog | None) -> dict[str, str]:
 
 def drive(
     variant: Variant,
-    server: GunicornServer,
+    server: BenchServer,
     settings: Settings,
     catalog: Catalog | None,
     seconds: float,
+    mean_delay_ms: float = 0.0,
 ) -> dict[str, int]:
-    """wrk against one variant for `seconds`; its summary."""
+    """wrk against one variant for `seconds` (each connection waiting `mean_delay_ms` on
+    average before each request, when set); its summary."""
     # With {id}, bench.lua builds every request's path; wrk only needs the host.
     url = server.url("/" if "{id}" in variant.path else variant.path)
     command = wrk_command(
         url,
         script="bench.lua",
         seconds=seconds,
-        connections=settings.connections,
+        connections=_connections(variant, settings),
         threads=settings.threads,
         timeout="10s",
     )
-    return run_wrk(command, _wrk_env(variant, catalog), seconds)
+    env = _wrk_env(variant, catalog)
+    if mean_delay_ms > 0:
+        env["WRK_MEAN_DELAY_MS"] = f"{mean_delay_ms:.3f}"
+    return run_wrk(command, env, seconds)
+
+
+def _connections(variant: Variant, settings: Settings) -> int:
+    """wrk's connections: one per worker when paced (bench_variants.HALF_RATE says why)."""
+    return settings.workers if variant.pace > 0 else settings.connections
+
+
+def pacing_delay_ms(variant: Variant, settings: Settings, latest: dict[str, Run]) -> float:
+    """The mean wait per connection that brings a paced variant to `pace` times the rate its
+    server reached in its latest full-load run (0: not paced, or no such run yet).
+
+    Each connection sends one request per (wait + answer); the answer takes about its
+    service time, which the full-load p50 over-states by the queueing there (two requests
+    per worker with the default 4 connections): half of it is taken.
+    """
+    full = latest.get(variant.serves)
+    if variant.pace <= 0 or full is None or full.rps <= 0:
+        return 0.0
+    period_ms = _connections(variant, settings) * 1000 / (variant.pace * full.rps)
+    return max(0.0, period_ms - full.p50_ms / 2)
 
 
 def measure(
     variant: Variant,
-    server: GunicornServer,
+    server: BenchServer,
     settings: Settings,
     catalog: Catalog | None,
     round_: int,
+    *,
+    seconds: float,
+    latest: dict[str, Run],
 ) -> Run:
-    data = drive(variant, server, settings, catalog, settings.seconds)
-    seconds = data["duration_us"] / 1e6
-    return Run(
+    """One wrk run of `variant`, remembered in `latest` (the pacing of others reads it)."""
+    mean_delay_ms = pacing_delay_ms(variant, settings, latest)
+    data = drive(variant, server, settings, catalog, seconds, mean_delay_ms)
+    elapsed = data["duration_us"] / 1e6
+    run = Run(
         variant=variant.name,
         round=round_,
-        rps=data["requests"] / seconds if seconds else 0.0,
+        rps=data["requests"] / elapsed if elapsed else 0.0,
         p50_ms=data["p50_us"] / 1000,
         p90_ms=data["p90_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         requests=data["requests"],
         errors=errors_of(data),
         bad_status=data["status_errors"],
+        mean_delay_ms=round(mean_delay_ms, 3),
     )
+    latest[variant.name] = run
+    return run
 
 
-def _check_answer(variant: Variant, server: GunicornServer, catalog: Catalog | None) -> None:
+def _check_answer(variant: Variant, server: BenchServer, catalog: Catalog | None) -> None:
     """One request before measuring: a variant that answers 4xx/5xx would measure errors."""
     path = variant.path.replace("{id}", str(catalog.min_id if catalog else 1))
     with urllib.request.urlopen(server.url(path), timeout=10) as response:  # noqa: S310
@@ -284,10 +322,12 @@ def _check_redis(url: str) -> None:
 
 
 def prepare(settings: Settings, variants: list[Variant]) -> tuple[list[Variant], Catalog | None]:
-    """Redis checked and the database ready when a glassbox variant runs; the deep cursor set."""
-    if not any(v.is_glassbox for v in variants):
+    """Redis checked when a glassbox variant runs, the database ready when glassbox or the
+    peer reads it; the deep cursor set."""
+    if not any(v.is_glassbox or v.server == "peer" for v in variants):
         return variants, None
-    _check_redis(settings.redis_url)
+    if any(v.is_glassbox for v in variants):
+        _check_redis(settings.redis_url)
     catalog = prepare_database(settings.database_url, settings.products)
     print(
         f"bench: {catalog.count} products (ids {catalog.min_id}..{catalog.max_id}); "
@@ -307,41 +347,86 @@ def start_servers(
     sink_url: str,
     work: Path,
     catalog: Catalog | None,
-) -> dict[str, GunicornServer]:
-    """Every variant's server, launched together (start-up is the slow part), checked one by one."""
-    servers: dict[str, GunicornServer] = {}
-    for variant in variants:
+) -> dict[str, BenchServer]:
+    """Every variant's server: the WSGI servers launched together (start-up is the slow part),
+    the peers one after the other (each waits for its workers), then each checked.
+
+    A variant that `serves` on another's server gets that server.
+    """
+    own = [v for v in variants if not v.serves]
+    servers: dict[str, BenchServer] = {}
+    wsgi: dict[str, GunicornServer] = {}
+    for variant in own:
+        if variant.server == "peer":
+            continue
         env = dict(variant.env)
         if variant.is_glassbox:
             env = {**_base_env(settings, sink_url, work / "prom" / variant.name), **env}
-        server = GunicornServer(
+        kind = GranianServer if variant.server == "granian" else GunicornServer
+        server = kind(
             measured_env(env, settings.workers), work / "logs" / f"{variant.name}.log", variant.app
         )
         stack.callback(server.stop)
-        servers[variant.name] = server.launch()
+        wsgi[variant.name] = server.launch()
+    for variant in own:
+        if variant.server == "peer":
+            peer = PeerServer.start(
+                settings.database_url,
+                log_path=work / "logs" / f"{variant.name}.log",
+                workers=settings.workers,
+                # as many connections per worker as wrk has requests in flight (asyncpg's
+                # pool keeps 4 at least): enough, and the machine's PostgreSQL is shared
+                pool_size=max(4, settings.connections),
+                otlp_endpoint=sink_url,
+                sampling=variant.peer_sampling,
+            )
+            stack.callback(peer.stop)
+            servers[variant.name] = peer
+    for variant in own:
+        if variant.name in wsgi:
+            ready = "/health/live" if variant.is_glassbox else "/"
+            servers[variant.name] = wsgi[variant.name].wait_ready(ready, timeout=120)
     for variant in variants:
-        ready = "/health/live" if variant.is_glassbox else "/"
-        servers[variant.name].wait_ready(ready, timeout=120)
+        if variant.serves:
+            servers[variant.name] = servers[variant.serves]
         _check_answer(variant, servers[variant.name], catalog)
     return servers
 
 
+def worker_memory(
+    variants: list[Variant], servers: dict[str, BenchServer]
+) -> dict[str, list[float]]:
+    """Resident MB of each worker of every server, read after the run (before stopping)."""
+    return {
+        v.name: [
+            round(resident_bytes(pid) / 2**20, 1) for pid in sorted(servers[v.name].worker_pids())
+        ]
+        for v in variants
+        if not v.serves
+    }
+
+
 def run_rounds(
     variants: list[Variant],
-    servers: dict[str, GunicornServer],
+    servers: dict[str, BenchServer],
     settings: Settings,
     catalog: Catalog | None,
     progress: Steps,
 ) -> list[Run]:
     """A warm-up of each variant, then the rounds, the order reversed every other round."""
+    latest: dict[str, Run] = {}
     for variant in variants:  # warm caches, pools and the interpreter
-        drive(variant, servers[variant.name], settings, catalog, settings.warmup)
+        server = servers[variant.name]
+        measure(variant, server, settings, catalog, -1, seconds=settings.warmup, latest=latest)
         progress.advance()
     runs: list[Run] = []
     for round_ in range(settings.rounds):
         order = variants if round_ % 2 == 0 else list(reversed(variants))
         for variant in order:
-            run = measure(variant, servers[variant.name], settings, catalog, round_)
+            server = servers[variant.name]
+            run = measure(
+                variant, server, settings, catalog, round_, seconds=settings.seconds, latest=latest
+            )
             runs.append(run)
             progress.advance(
                 f"round {round_ + 1}/{settings.rounds} {variant.name:<27} "
@@ -366,7 +451,8 @@ def write_results(
 def main(argv: list[str] | None = None) -> int:
     settings, names = _settings(argv)
     wrk_binary()  # before any work: without wrk, say how to install it and stop
-    variants, catalog = prepare(settings, [v for v in VARIANTS if not names or v.name in names])
+    chosen = set(names) | {v.serves for v in VARIANTS if v.name in names and v.serves}
+    variants, catalog = prepare(settings, [v for v in VARIANTS if not names or v.name in chosen])
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     settings.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -378,12 +464,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {len(servers)} servers up; warming up, then {settings.rounds} rounds")
         with steps("bench", "warm-up and rounds", total) as progress:
             runs = run_rounds(variants, servers, settings, catalog, progress)
+        memory = worker_memory(variants, servers)
         exports = dict(sink.counts)
 
     table = summarise(runs, variants)
-    verdicts = evaluate(runs)
+    verdicts = evaluate(runs, memory)
     print()
-    print(format_report(table, runs, verdicts))
+    print(format_report(table, runs, verdicts, variants, memory))
     print(telemetry_note(exports))
     document = result_document(
         elapsed_s=time.monotonic() - started,
@@ -393,10 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         table=table,
         verdicts=verdicts,
         exports=exports,
+        memory=memory,
     )
     title = (
-        f"glassbox bench {stamp}: gunicorn {settings.workers} sync workers, wrk "
-        f"-c{settings.connections}, {settings.rounds} rounds of {settings.seconds:g} s"
+        f"glassbox bench {stamp}: {settings.workers} workers each (gunicorn sync unless named; "
+        f"peer: uvicorn), wrk -c{settings.connections}, {settings.rounds} rounds of "
+        f"{settings.seconds:g} s"
     )
     json_path, png_path = write_results(settings, stamp, document, title)
     print(f"bench: wrote {json_path} and {png_path}")

@@ -20,28 +20,68 @@ class Variant:
     app: str | None = None  # gunicorn app; None = service/gunicorn_conf.py's wsgi_app
     ids: str = ""  # "hot" (1..HOT_IDS) or "all" (every product) when path has {id}
     description: str = ""
+    server: str = "gunicorn"  # "gunicorn", "granian" (glassbox) or "peer" (profiling/peer)
+    peer_sampling: float | None = None  # the peer under opentelemetry-instrument at this ratio
+    serves: str = ""  # measured on this other variant's server (none of its own)
+    pace: float = 0.0  # >0: paced to this share of the `serves` variant's last rate (below)
 
     @property
     def is_glassbox(self) -> bool:
-        return self.app is None or self.app.endswith("glassbox_app()")
+        return self.server != "peer" and (self.app is None or self.app.endswith("glassbox_app()"))
+
+    @property
+    def is_list(self) -> bool:
+        return self.path.startswith(FIRST_PAGE)
 
 
 NO_CACHE = {"BENCH_CACHE_TYPE": "NullCache"}
 OTEL_OFF = {"OTEL_SDK_DISABLED": "true"}
 OTEL_ALL = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+# gunicorn reads GUNICORN_CMD_ARGS after its config file: threads, and connections kept alive.
+GTHREAD = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive 5"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
 PRODUCT = "/api/v1/products/{id}"
 FIRST_PAGE = "/api/v1/products?limit=20"
+# The references every glassbox variant is shown against (issue 12).
+PEER_PRODUCT = "peer_product"
+PEER_FIRST_PAGE = "peer_list_first"
+# "At half the maximum rate": wrk paces its connections (random waits between requests, see
+# profiling/wrk/bench.lua) to half the rate the same server reached in its latest full-load
+# run, with one connection per worker (BENCH_WORKERS). No more: gunicorn's sync worker accepts
+# a connection, then waits for its request, and wrk opens the next connection right after an
+# answer, before its wait; with more connections than workers, a worker would sit waiting for
+# a paced request while requests sent on other connections queued behind it.
+HALF_RATE = 0.5
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare_wsgi", "/", app="profiling.bench_apps:bare_wsgi", description="ceiling"),
     Variant("flask_hello", "/", app="profiling.bench_apps:hello_app()", description="Flask"),
+    Variant(PEER_PRODUCT, PRODUCT, ids="all", server="peer", description="FastAPI + asyncpg"),
+    Variant(PEER_FIRST_PAGE, FIRST_PAGE, server="peer", serves=PEER_PRODUCT),
+    Variant("peer_product_otel_10", PRODUCT, ids="all", server="peer", peer_sampling=0.1),
+    Variant("peer_product_otel_100", PRODUCT, ids="all", server="peer", peer_sampling=1.0),
     Variant("product_cached", PRODUCT, ids="hot", description="Redis hit, telemetry default"),
     Variant("product_cached_otel_off", PRODUCT, OTEL_OFF, ids="hot"),
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
+    Variant("product_cached_gthread", PRODUCT, GTHREAD, ids="hot", description="keep-alive"),
+    Variant("product_cached_granian", PRODUCT, ids="hot", server="granian"),
+    Variant(
+        "product_cached_half_rate",
+        PRODUCT,
+        ids="hot",
+        serves="product_cached",
+        pace=HALF_RATE,
+    ),
     Variant("product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", "SQL, telemetry default"),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
     Variant("product_uncached_otel_100", PRODUCT, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP, "all"),
+    Variant(
+        "product_uncached_half_rate",
+        PRODUCT,
+        ids="all",
+        serves="product_uncached",
+        pace=HALF_RATE,
+    ),
     Variant("list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, description="first page, SQL"),
     Variant("list_first_otel_off", FIRST_PAGE, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP),
     Variant("list_first_otel_100", FIRST_PAGE, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP),
@@ -55,60 +95,90 @@ class Target:
     name: str
     numerator: str
     denominator: str
-    metric: str  # "rps" (throughput ratio) or "p50" (latency ratio)
+    # "rps": throughput ratio; "p50": latency ratio; "tail": the numerator's p99 / p50;
+    # "memory": the numerator's largest worker RSS / MEMORY_BASELINE_MB
+    metric: str
     bound: float
     at_least: bool  # True: ratio >= bound passes; False: ratio <= bound passes
     issue: int
 
 
+# Resident memory of one gunicorn worker serving the cached read (telemetry default) after a
+# bench run, on main before issue 12's changes: the baseline of its memory goal.
+MEMORY_BASELINE_MB = 95.7  # 2026-12-01: product_cached, the larger of 95.4 and 95.7
+
+
+def _rps(name: str, numerator: str, denominator: str, bound: float, issue: int = 12) -> Target:
+    return Target(name, numerator, denominator, "rps", bound, True, issue)
+
+
 TARGETS: tuple[Target, ...] = (
-    Target("deep page / first page, p50 latency", "list_deep", "list_first", "p50", 1.5, False, 5),
-    Target(
-        "cached read / bare WSGI, telemetry on", "product_cached", "bare_wsgi", "rps", 0.70, True, 5
+    _rps(
+        "cached read / peer's uncached read, telemetry default", "product_cached", PEER_PRODUCT, 1.0
     ),
-    Target(
-        "uncached read / bare WSGI, telemetry on",
-        "product_uncached",
-        "bare_wsgi",
-        "rps",
-        0.30,
-        True,
-        5,
-    ),
-    Target(
+    _rps("uncached read / peer, telemetry default", "product_uncached", PEER_PRODUCT, 0.5),
+    _rps("first page / peer's first page, telemetry default", "list_first", PEER_FIRST_PAGE, 0.5),
+    _rps("cached read: telemetry default / off", "product_cached", "product_cached_otel_off", 0.95),
+    _rps(
         "uncached read: telemetry default / off",
         "product_uncached",
         "product_uncached_otel_off",
-        "rps",
-        0.90,
-        True,
-        3,
+        0.95,
     ),
-    Target(
-        "product list: telemetry default / off",
-        "list_first",
-        "list_first_otel_off",
-        "rps",
-        0.90,
-        True,
-        3,
+    _rps("first page: telemetry default / off", "list_first", "list_first_otel_off", 0.95),
+    _rps(
+        "cached read: 100% sampled / off",
+        "product_cached_otel_100",
+        "product_cached_otel_off",
+        0.85,
     ),
-    Target(
+    _rps(
         "uncached read: 100% sampled / off",
         "product_uncached_otel_100",
         "product_uncached_otel_off",
-        "rps",
-        0.80,
-        True,
-        3,
+        0.85,
+    ),
+    _rps("first page: 100% sampled / off", "list_first_otel_100", "list_first_otel_off", 0.85),
+    Target(
+        "cached read at about half rate: p99 / p50",
+        "product_cached_half_rate",
+        "product_cached_half_rate",
+        "tail",
+        3.0,
+        False,
+        12,
     ),
     Target(
-        "product list: 100% sampled / off",
-        "list_first_otel_100",
-        "list_first_otel_off",
-        "rps",
-        0.80,
-        True,
-        3,
+        "uncached read at about half rate: p99 / p50",
+        "product_uncached_half_rate",
+        "product_uncached_half_rate",
+        "tail",
+        3.0,
+        False,
+        12,
+    ),
+    Target(
+        "RSS per worker (cached read's server) / baseline",
+        "product_cached",
+        "",
+        "memory",
+        1.5,
+        False,
+        12,
+    ),
+    Target("deep page / first page, p50 latency", "list_deep", "list_first", "p50", 1.5, False, 5),
+)
+
+# Shown after the targets, without a bound: what the numbers mean beside them.
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("peer under opentelemetry-instrument, 10% / plain", "peer_product_otel_10", PEER_PRODUCT),
+    ("peer under opentelemetry-instrument, 100% / plain", "peer_product_otel_100", PEER_PRODUCT),
+    ("cached read, gunicorn gthread keep-alive / sync", "product_cached_gthread", "product_cached"),
+    ("cached read, granian WSGI / gunicorn sync", "product_cached_granian", "product_cached"),
+    ("cached read, paced rate / full-load rate", "product_cached_half_rate", "product_cached"),
+    (
+        "uncached read, paced rate / full-load rate",
+        "product_uncached_half_rate",
+        "product_uncached",
     ),
 )

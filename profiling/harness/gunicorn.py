@@ -57,10 +57,9 @@ class GunicornServer:
     def launch(self) -> GunicornServer:
         """Start the master without waiting for it (start several, then wait for each)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and config
-                [*command, *([self.app] if self.app else [])],
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -68,6 +67,10 @@ class GunicornServer:
                 start_new_session=True,  # a process group of its own, to stop it whole
             )
         return self
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG]
+        return [*command, *([self.app] if self.app else [])]
 
     def wait_ready(self, path: str = "/health/live", *, timeout: float = 60) -> GunicornServer:
         """Wait until `path` answers 200 and every worker (WEB_CONCURRENCY) has booted."""
