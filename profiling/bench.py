@@ -359,7 +359,7 @@ def start_servers(
     for variant in own:
         if variant.server == "peer":
             continue
-        env = dict(variant.env)
+        env = {name: value.replace("{sink}", sink_url) for name, value in variant.env.items()}
         if variant.is_glassbox:
             env = {**_base_env(settings, sink_url, work / "prom" / variant.name), **env}
         kind = GranianServer if variant.server == "granian" else GunicornServer

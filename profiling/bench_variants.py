@@ -39,6 +39,9 @@ OTEL_OFF = {"OTEL_SDK_DISABLED": "true"}
 OTEL_ALL = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
 # gunicorn reads GUNICORN_CMD_ARGS after its config file: threads, and connections kept alive.
 GTHREAD = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive 5"}
+# Continuous profiling on (service/profiles.py) at its default rate: the agent pushes to the
+# bench's sink, which answers every POST ("{sink}" is replaced by its URL at start).
+PROFILED = {"PYROSCOPE_SERVER_ADDRESS": "{sink}"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
 PRODUCT = "/api/v1/products/{id}"
 FIRST_PAGE = "/api/v1/products?limit=20"
@@ -63,6 +66,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("product_cached", PRODUCT, ids="hot", description="Redis hit, telemetry default"),
     Variant("product_cached_otel_off", PRODUCT, OTEL_OFF, ids="hot"),
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
+    Variant("product_cached_profiled", PRODUCT, PROFILED, ids="hot", description="Pyroscope on"),
     Variant("product_cached_gthread", PRODUCT, GTHREAD, ids="hot", description="keep-alive"),
     Variant("product_cached_granian", PRODUCT, ids="hot", server="granian"),
     Variant(
@@ -126,6 +130,13 @@ TARGETS: tuple[Target, ...] = (
         0.95,
     ),
     _rps("first page: telemetry default / off", "list_first", "list_first_otel_off", 0.95),
+    _rps(
+        "cached read: continuous profiling on / off",
+        "product_cached_profiled",
+        "product_cached",
+        0.95,
+        issue=13,
+    ),
     _rps(
         "cached read: 100% sampled / off",
         "product_cached_otel_100",

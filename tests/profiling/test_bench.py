@@ -96,7 +96,7 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
 ) -> None:
     # The half-rate variant is measured on product_cached's server: asking for it starts that.
     asked = ["peer_product", "peer_list_first", "product_cached_half_rate", "list_first"]
-    asked += ["list_deep", "product_cached_granian"]
+    asked += ["list_deep", "product_cached_granian", "product_cached_profiled"]
     settings = ["--products", "300", "--seconds", "1", "--rounds", "2", "--warmup", "1"]
     services = ["--database-url", postgres_url, "--redis-url", redis_url]
     code = bench.main(["--variants", ",".join(asked), *settings, *services, "--out", str(tmp_path)])
@@ -115,6 +115,7 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
     assert verdicts["cached read / peer's uncached read, telemetry default"] in ("PASS", "FAIL")
     assert verdicts["cached read at about half rate: p99 / p50"] in ("PASS", "FAIL")
     assert verdicts["deep page / first page, p50 latency"] in ("PASS", "FAIL")
+    assert verdicts["cached read: continuous profiling on / off"] in ("PASS", "FAIL")
     assert verdicts["uncached read / peer, telemetry default"] == "SKIP"  # not among the variants
     assert result["peer_ratios"]["list_first"] > 0  # over the peer's first page
     assert result["peer_ratios"]["product_cached"] > 0  # over the peer's product read
