@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pty
 import pwd
 import shutil
 import subprocess
@@ -58,6 +59,39 @@ def server_env(**overrides: str) -> dict[str, str]:
         "OTEL_SDK_DISABLED": "true",
         **overrides,
     }
+
+
+def run_on_terminal(
+    command: list[str], env: dict[str, str], timeout: float = 120
+) -> tuple[int, bytes]:
+    """Run `command` with a pseudo-terminal as its stdout and stderr (what a person at a
+    terminal sees: colours, progress bars); its exit status and everything it wrote."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
+        while chunk := os.read(leader, 4096):
+            output += chunk
+    os.close(leader)
+    return process.wait(timeout=timeout), output
+
+
+def serves_reads(server: GunicornServer, headers: dict[str, str], timeout: float) -> bool:
+    """Six authenticated reads all answer 200: several, so the kernel hands some to each
+    worker."""
+    return all(
+        requests.get(server.url("/api/v1/orders"), headers=headers, timeout=timeout).status_code
+        == 200
+        for _ in range(6)
+    )
 
 
 def _run_as_postgres(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
