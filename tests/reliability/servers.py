@@ -61,6 +61,33 @@ def server_env(**overrides: str) -> dict[str, str]:
     }
 
 
+def create_product(server: GunicornServer, headers: dict[str, str], name: str, sku: str) -> Any:
+    """A category and a product in it (stock 3), made through the running server's API."""
+    category = requests.post(
+        server.url("/api/v1/categories"), json={"name": name}, headers=headers, timeout=10
+    ).json()
+    return requests.post(
+        server.url("/api/v1/products"),
+        json={"sku": sku, "name": name, "price": "2.00", "stock": 3, "category_id": category["id"]},
+        headers=headers,
+        timeout=10,
+    ).json()
+
+
+def run_venv_tool(
+    tool: str, *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the project's `.venv/bin/<tool>` from the project root; its status and output."""
+    return subprocess.run(
+        [str(VENV_BIN / tool), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_on_terminal(
     command: list[str], env: dict[str, str], timeout: float = 120
 ) -> tuple[int, bytes]:

@@ -13,7 +13,13 @@ from typing import Any
 import requests
 
 from tests.reliability.conftest import StartLimited, StartServer, api_key_for
-from tests.reliability.servers import RedisProcess, ThrowawayPostgres, serves_reads, wait_until
+from tests.reliability.servers import (
+    RedisProcess,
+    ThrowawayPostgres,
+    create_product,
+    serves_reads,
+    wait_until,
+)
 
 # Every request below must answer within this (the app's own timeouts are 1-2 s).
 CLIENT_TIMEOUT = 15
@@ -107,16 +113,7 @@ def test_redis_down_reads_still_work_limits_fail_open_and_ready_is_degraded(
 ) -> None:
     server = rate_limited_server("5 per minute")
     headers = {"Authorization": f"Bearer {server_token}"}
-    category = requests.post(
-        server.url("/api/v1/categories"), json={"name": "Cached"}, headers=headers, timeout=10
-    ).json()
-    product = requests.post(
-        server.url("/api/v1/products"),
-        json={"sku": "R-1", "name": "Cached", "price": "2.00", "stock": 3, "category_id": 1}
-        | {"category_id": category["id"]},
-        headers=headers,
-        timeout=10,
-    ).json()
+    product = create_product(server, headers, "Cached", "R-1")
     ready = requests.get(server.url("/health/ready"), timeout=10).json()
     assert ready["status"] == "ok"
 

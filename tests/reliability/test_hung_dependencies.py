@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import _clean, build_app
 from tests.reliability.blackhole import BlackHoleProxy, black_hole
 from tests.reliability.conftest import StartServer, api_key_for
-from tests.reliability.servers import GunicornServer, serves_reads, wait_until
+from tests.reliability.servers import GunicornServer, create_product, serves_reads, wait_until
 from tests.reliability.test_dependencies import _assert_503_problem
 
 BUDGET = 5.0  # REQUEST_BUDGET's default
@@ -184,16 +184,7 @@ def test_hung_redis_costs_one_short_timeout_then_reads_go_on_at_database_speed(
     )
     workers = server.worker_pids()
     headers = {"Authorization": f"Bearer {server_token}"}
-    category = requests.post(
-        server.url("/api/v1/categories"), json={"name": "Hung"}, headers=headers, timeout=10
-    ).json()
-    product = requests.post(
-        server.url("/api/v1/products"),
-        json={"sku": "H-1", "name": "Hung", "price": "2.00", "stock": 3}
-        | {"category_id": category["id"]},
-        headers=headers,
-        timeout=10,
-    ).json()
+    product = create_product(server, headers, "Hung", "H-1")
     assert requests.get(server.url("/health/ready"), timeout=10).json()["status"] == "ok"
 
     redis_proxy.hold()
