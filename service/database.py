@@ -3,7 +3,7 @@
 `init_app` binds Flask-SQLAlchemy to an app and configures its engine: the pool (reports
 its checkout waits), SQLite's pragmas, and SQL spans and metrics (service/telemetry/sql.py).
 The options the engine is built with (pool size, timeouts, libpq keepalives) are settings,
-parsed by service/config.py into SQLALCHEMY_ENGINE_OPTIONS.
+parsed by service/config/ into SQLALCHEMY_ENGINE_OPTIONS.
 """
 
 from __future__ import annotations

@@ -20,11 +20,26 @@ log = logging.getLogger("service.errors")
 
 
 class AppError(Exception):
-    """Base of every error the service layer raises on purpose."""
+    """Base of every error the service layer raises on purpose.
 
-    status = 500
-    slug = "internal-error"
-    title = "Internal server error"
+    A subclass names its problem in the class line: `class NotFound(AppError, status=404,
+    slug="not-found", title="Not found")`; what it does not name it inherits.
+    """
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, slug: str | None = None, title: str | None = None
+    ) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if slug is not None:
+            cls.slug = slug
+        if title is not None:
+            cls.title = title
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -32,55 +47,41 @@ class AppError(Exception):
         self.extra = extra
 
 
-class InvalidRequest(AppError):
-    status = 400
-    slug = "invalid-request"
-    title = "Invalid request"
+class InvalidRequest(AppError, status=400, slug="invalid-request", title="Invalid request"):
+    pass
 
 
-class InvalidCursor(InvalidRequest):
-    slug = "invalid-cursor"
-    title = "Invalid cursor"
+class InvalidCursor(InvalidRequest, slug="invalid-cursor", title="Invalid cursor"):
+    pass
 
 
-class Unauthorized(AppError):
-    status = 401
-    slug = "unauthorized"
-    title = "Unauthorized"
+class Unauthorized(AppError, status=401, slug="unauthorized", title="Unauthorized"):
+    pass
 
 
-class NotFound(AppError):
-    status = 404
-    slug = "not-found"
-    title = "Not found"
+class NotFound(AppError, status=404, slug="not-found", title="Not found"):
+    pass
 
 
-class Conflict(AppError):
-    status = 409
-    slug = "conflict"
-    title = "Conflict"
+class Conflict(AppError, status=409, slug="conflict", title="Conflict"):
+    pass
 
 
-class OutOfStock(Conflict):
-    slug = "out-of-stock"
-    title = "Out of stock"
+class OutOfStock(Conflict, slug="out-of-stock", title="Out of stock"):
+    pass
 
 
-class ValidationFailed(AppError):
+class ValidationFailed(AppError, status=422, slug="validation-failed", title="Validation failed"):
     """Input that is well-formed but breaks a rule (unknown reference, bad combination)."""
-
-    status = 422
-    slug = "validation-failed"
-    title = "Validation failed"
 
     def __init__(self, errors: dict[str, list[str]], detail: str | None = None) -> None:
         super().__init__(detail or "The request contains invalid fields.", errors=errors)
 
 
-class DependencyUnavailable(AppError):
-    status = 503
-    slug = "dependency-unavailable"
-    title = "Service unavailable"
+class DependencyUnavailable(
+    AppError, status=503, slug="dependency-unavailable", title="Service unavailable"
+):
+    pass
 
 
 class ProblemSchema(ma.Schema):

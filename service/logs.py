@@ -149,7 +149,7 @@ def configure_logging(
 ) -> None:
     """Route the root logger to one handler on stdout; safe to call more than once.
 
-    Both services pass LOG_FORMAT and GLASSBOX_ENV as service/config.py parsed them.
+    Both services pass LOG_FORMAT and GLASSBOX_ENV as service/config/ parsed them.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -235,7 +235,7 @@ class Metrics:
     # set-up
 
     def enable_prometheus(self, multiproc_dir: str = "") -> None:
-        """`multiproc_dir`: PROMETHEUS_MULTIPROC_DIR (service/config.py), "" for one process."""
+        """`multiproc_dir`: PROMETHEUS_MULTIPROC_DIR (service/config/), "" for one process."""
         if not self._prom:
             self._worker = str(os.getpid())  # after gunicorn's fork, not at import
             self.multiproc_dir = folder = multiproc_dir

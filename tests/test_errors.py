@@ -36,24 +36,22 @@ def test_method_not_allowed_has_allow(client: FlaskClient) -> None:
     assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
 
 
-def test_malformed_json_is_400(client: FlaskClient, auth_headers: dict) -> None:
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        pytest.param("{not json", "application/json", 400, id="malformed-json-400"),
+        pytest.param(
+            "name=Coffee", "application/x-www-form-urlencoded", 415, id="wrong-content-type-415"
+        ),
+    ],
+)
+def test_unreadable_body_is_a_problem(
+    client: FlaskClient, auth_headers: dict, data: str, content_type: str, status: int
+) -> None:
     response = client.post(
-        "/api/v1/categories",
-        data="{not json",
-        content_type="application/json",
-        headers=auth_headers,
+        "/api/v1/categories", data=data, content_type=content_type, headers=auth_headers
     )
-    assert_problem(response, 400)
-
-
-def test_wrong_content_type_is_415(client: FlaskClient, auth_headers: dict) -> None:
-    response = client.post(
-        "/api/v1/categories",
-        data="name=Coffee",
-        content_type="application/x-www-form-urlencoded",
-        headers=auth_headers,
-    )
-    assert_problem(response, 415)
+    assert_problem(response, status)
 
 
 def test_body_over_the_limit_is_413(app: Flask, auth_headers: dict) -> None:

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import pty
 import re
-import subprocess
 
 import pytest
 from flask import Flask
@@ -14,7 +10,7 @@ from flask import Flask
 from service.config import ConfigError, load_config
 from service.logs import choose_format
 from tests.conftest import build_app
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.reliability.servers import VENV_BIN, run_on_terminal, server_env
 
 
 def _lines(captured: str) -> list[dict]:
@@ -99,22 +95,11 @@ def test_console_format_is_one_readable_line(
 
 def test_development_logs_on_a_terminal_are_console_lines(sqlite_url: str) -> None:
     """What `make run` shows: the migration logs on a real pseudo-terminal, not JSON."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
+    status, output = run_on_terminal(
         [str(VENV_BIN / "flask"), "--app", "service", "db", "upgrade"],
-        env=server_env(GLASSBOX_ENV="development", DATABASE_URL=sqlite_url, NO_COLOR="1"),
-        cwd=PROJECT_ROOT,
-        stdout=follower,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
+        server_env(GLASSBOX_ENV="development", DATABASE_URL=sqlite_url, NO_COLOR="1"),
     )
-    os.close(follower)
-    output = b""
-    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
-        while chunk := os.read(leader, 4096):
-            output += chunk
-    os.close(leader)
-    assert process.wait(timeout=120) == 0, output
+    assert status == 0, output
     lines = [line for line in output.decode().splitlines() if "alembic" in line]
     assert lines, output
     assert all(not line.lstrip().startswith("{") for line in lines), lines

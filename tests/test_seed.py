@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import pty
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 from flask import Flask
 
 from service.progress import progress
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, run_on_terminal, server_env
 
 
 class _Terminal(io.StringIO):
@@ -72,22 +69,8 @@ def test_seed_command_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [*flask, "seed", "--products", "6000", "--orders", "0"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=follower,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(follower)
-    output = b""
-    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
-        while chunk := os.read(leader, 4096):
-            output += chunk
-    os.close(leader)
-    assert process.wait(timeout=120) == 0, output
+    status, output = run_on_terminal([*flask, "seed", "--products", "6000", "--orders", "0"], env)
+    assert status == 0, output
     text = output.decode()
     assert "━" in text, text
     assert "6000/6000" in text

@@ -19,7 +19,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from profiling.harness.processes import ROOT, children_of, clean_environment, free_port, wait_until
+from profiling.harness.processes import (
+    ROOT,
+    children_of,
+    clean_environment,
+    free_port,
+    stop_group,
+    wait_until,
+)
 
 GUNICORN_CONFIG = "python:service.gunicorn_conf"
 
@@ -134,14 +141,7 @@ class GunicornServer:
         """SIGTERM (graceful), SIGKILL to the group after `timeout` s; the exit status."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_group(self.process, timeout, term_group=False)
         # Workers whose master died abruptly would linger in the group: end them too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)

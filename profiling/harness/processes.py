@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -57,6 +58,22 @@ def interrupt(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait(timeout=10)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float, *, term_group: bool) -> None:
+    """SIGTERM to the leader (or, with `term_group`, to its whole process group), then SIGKILL
+    to the group if the leader has not ended after `timeout` seconds."""
+    if term_group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    elif process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
 

@@ -7,9 +7,6 @@ every wait has a deadline.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -20,7 +17,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from profiling.harness.processes import ROOT, clean_environment, free_port, wait_until
+from profiling.harness.processes import (
+    ROOT,
+    clean_environment,
+    free_port,
+    stop_group,
+    wait_until,
+)
 
 APP = "profiling.peer.app:app"
 SERVICE_NAME = "glassbox-peer"
@@ -47,14 +50,7 @@ class Peer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to the group, SIGKILL after `timeout` s."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_group(self.process, timeout, term_group=True)
 
     def __enter__(self) -> Self:
         return self

@@ -48,20 +48,20 @@ OrderData = dict[str, Any]
 PENDING, PAID = OrderStatus.PENDING, OrderStatus.PAID
 
 
-class PaymentUnavailable(DependencyUnavailable):
-    slug = "payment-unavailable"
-    title = "Payment service unavailable"
+class PaymentUnavailable(
+    DependencyUnavailable, slug="payment-unavailable", title="Payment service unavailable"
+):
+    pass
 
 
-class PaymentDeclined(AppError):
-    status = 402
-    slug = "payment-declined"
-    title = "Payment declined"
+class PaymentDeclined(AppError, status=402, slug="payment-declined", title="Payment declined"):
+    pass
 
 
-class IdempotencyKeyReused(ValidationFailed):
-    slug = "idempotency-key-reused"
-    title = "Idempotency key reused"
+class IdempotencyKeyReused(
+    ValidationFailed, slug="idempotency-key-reused", title="Idempotency key reused"
+):
+    pass
 
 
 def order_data(order: Order) -> OrderData:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import random
 import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -94,6 +95,31 @@ def _idempotency_key() -> str | None:
     return key if 0 < len(key) <= 255 else None
 
 
+@dataclass(frozen=True)
+class KeyedWrite:
+    """A write's Idempotency-Key and the fields an authorization is matched on."""
+
+    key: str
+    order_id: int
+    amount: Decimal
+    currency: str
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"order_id": self.order_id, "amount": self.amount, "currency": self.currency}
+
+
+def _keyed_request() -> KeyedWrite | Any:
+    """The write this request asks for, or the 422 problem refusing it."""
+    fields = _request_fields()
+    if not isinstance(fields, tuple):
+        return fields
+    key = _idempotency_key()
+    if key is None:
+        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+    return KeyedWrite(key, *fields)
+
+
 def answer(authorization: Authorization) -> Any:
     """The one answer an authorization gives, first time and on every replay."""
     if authorization.status == Status.APPROVED:
@@ -146,25 +172,20 @@ def _await_decision(key: str) -> Authorization:
 
 @blp.post("")
 def authorize() -> Any:
-    fields = _request_fields()
-    if not isinstance(fields, tuple):
-        return fields
-    order_id, amount, currency = fields
-    key = _idempotency_key()
-    if key is None:
-        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+    write = _keyed_request()
+    if not isinstance(write, KeyedWrite):
+        return write
+    key, amount = write.key, write.amount
     span = trace.get_current_span()
-    span.set_attribute("payment.order_id", order_id)
+    span.set_attribute("payment.order_id", write.order_id)
     order_from_baggage = baggage.get_baggage("glassbox.order_id")
     if order_from_baggage is not None:
         span.set_attribute("glassbox.order_id", str(order_from_baggage))
 
-    authorization, created = ledger().begin(
-        key=key, order_id=order_id, amount=amount, currency=currency
-    )
+    authorization, created = ledger().begin(key=key, **write.fields)
     if not created:
         span.set_attribute("payment.idempotent_replay", True)
-        if not authorization.same_request(order_id=order_id, amount=amount, currency=currency):
+        if not authorization.same_request(**write.fields):
             return _reused(authorization)
         return answer(_await_decision(key))
 
@@ -183,15 +204,11 @@ def authorize() -> Any:
 @blp.post("/void")
 def void_by_key() -> Any:
     """Void whatever was, is being or will be authorized under this Idempotency-Key."""
-    fields = _request_fields()
-    if not isinstance(fields, tuple):
-        return fields
-    order_id, amount, currency = fields
-    key = _idempotency_key()
-    if key is None:
-        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
-    authorization = ledger().void_key(key=key, order_id=order_id, amount=amount, currency=currency)
-    if not authorization.same_request(order_id=order_id, amount=amount, currency=currency):
+    write = _keyed_request()
+    if not isinstance(write, KeyedWrite):
+        return write
+    authorization = ledger().void_key(key=write.key, **write.fields)
+    if not authorization.same_request(**write.fields):
         return _reused(authorization)
     return _released(authorization, Status.VOIDED)
 

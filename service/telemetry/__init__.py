@@ -8,7 +8,7 @@ What is built here and why (figures in docs/measurement.md, `make bench`):
   keep the providers and instrumentations it set up (nothing is instrumented twice).
 * Export follows the SDK's variables: OTEL_{TRACES,METRICS,LOGS}_EXPORTER (`otlp`, `console`,
   `none`) and OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL (`http/protobuf`, `grpc`); other values
-  refuse the start (service/config.py). OTLP needs an endpoint; without one nothing is
+  refuse the start (service/config/). OTLP needs an endpoint; without one nothing is
   exported over OTLP, but trace ids are still generated, logged and returned to the client.
 * Sampling: the SDK's OTEL_TRACES_SAMPLER/_ARG; when unset, parent-based 10%.
 * The server span and the SQL spans are this module's own, not the contrib Flask and

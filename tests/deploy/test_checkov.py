@@ -32,7 +32,7 @@ JUSTIFIED = {
     ),
     "CKV_K8S_35": (
         "Secrets as files rather than environment variables: the app reads every setting "
-        "from the environment (service/config.py); the three secrets are mapped one by one "
+        "from the environment (service/config/); the three secrets are mapped one by one "
         "(secretKeyRef), nothing else of the Secret reaches the pod"
     ),
 }

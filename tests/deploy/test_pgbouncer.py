@@ -2,7 +2,7 @@
 a PgBouncer in front of a managed PostgreSQL) serves it in production: each transaction may
 run on a different server connection, so nothing may rely on session state, and psycopg's
 server-side prepared statements (made after `prepare_threshold` executions of one query on
-one connection, 5 by default) break. service/config.py sets prepare_threshold=None.
+one connection, 5 by default) break. service/config/ sets prepare_threshold=None.
 
 Debian's pgbouncer runs here on a free 127.0.0.1 port, with fewer server connections than
 the app has clients, in front of a scratch database of the test PostgreSQL. The migrations

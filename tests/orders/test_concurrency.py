@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Barrier
+from typing import Any, TypeVar
 
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service.auth import service as auth
@@ -18,6 +21,25 @@ from tests.factories import Factories
 from tests.processes import start_gunicorn
 from tests.reliability.servers import server_env
 
+T = TypeVar("T")
+
+
+def at_once(count: int, call: Callable[[FlaskClient], T], app: Flask) -> list[T]:
+    """`count` threads, each with its own test client, released together by a barrier."""
+    barrier = Barrier(count)
+
+    def run(_: int) -> T:
+        client = app.test_client()
+        barrier.wait(timeout=30)  # release every thread at once
+        return call(client)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def one_unit_of(product: Product, email: str) -> dict[str, Any]:
+    return {"customer_email": email, "items": [{"product_id": product.id, "quantity": 1}]}
+
 
 def test_threads_never_sell_the_same_last_units(pg_app: Flask) -> None:
     make = Factories(pg_app)
@@ -25,23 +47,16 @@ def test_threads_never_sell_the_same_last_units(pg_app: Flask) -> None:
     with pg_app.app_context():
         token = auth.create_key(name="concurrency")
     buyers = 20
-    barrier = Barrier(buyers)
 
-    def buy(_: int) -> int:
-        client = pg_app.test_client()
-        barrier.wait(timeout=30)  # release every thread at once
+    def buy(client: FlaskClient) -> int:
         response = client.post(
             "/api/v1/orders",
-            json={
-                "customer_email": "c@example.com",
-                "items": [{"product_id": product.id, "quantity": 1}],
-            },
+            json=one_unit_of(product, "c@example.com"),
             headers={"Authorization": f"Bearer {token}"},
         )
         return response.status_code
 
-    with ThreadPoolExecutor(max_workers=buyers) as pool:
-        statuses = list(pool.map(buy, range(buyers)))
+    statuses = at_once(buyers, buy, pg_app)
 
     assert statuses.count(201) == 5
     assert statuses.count(409) == buyers - 5
@@ -58,24 +73,16 @@ def test_concurrent_retries_with_one_key_create_one_order(pg_app: Flask) -> None
     product = make.product(stock=10)
     with pg_app.app_context():
         token = auth.create_key(name="one-key")
-    clients = 10
-    barrier = Barrier(clients)
 
-    def retry(_: int) -> tuple[int, int]:
-        client = pg_app.test_client()
-        barrier.wait(timeout=30)
+    def retry(client: FlaskClient) -> tuple[int, int]:
         response = client.post(
             "/api/v1/orders",
-            json={
-                "customer_email": "k@example.com",
-                "items": [{"product_id": product.id, "quantity": 1}],
-            },
+            json=one_unit_of(product, "k@example.com"),
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "same-click"},
         )
         return response.status_code, response.json["id"]
 
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        results = list(pool.map(retry, range(clients)))
+    results = at_once(10, retry, pg_app)
 
     assert {status for status, _ in results} == {201}
     assert len({order_id for _, order_id in results}) == 1
@@ -98,10 +105,7 @@ def test_200_concurrent_orders_under_gunicorn_sell_exactly_the_stock(
     )
     try:
         session_headers = {"Authorization": f"Bearer {token}", "Connection": "close"}
-        body = {
-            "customer_email": "crowd@example.com",
-            "items": [{"product_id": product.id, "quantity": 1}],
-        }
+        body = one_unit_of(product, "crowd@example.com")
 
         def buy(_: int) -> int:
             return requests.post(

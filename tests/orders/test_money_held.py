@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -56,15 +57,29 @@ def order_body(product: Product) -> dict[str, Any]:
     }
 
 
-def test_cancel_racing_a_slow_payment_never_leaves_money_held(
+@pytest.fixture
+def slow_gateway(
     pg_app: Flask, postgres_url: str, payments_server: StartPayments
+) -> Callable[..., Gateway]:
+    """A two-worker payments service on a PostgreSQL ledger, `latency_ms` slow per call,
+    that `pg_app` calls with `timeout` and `retries`."""
+
+    def start(latency_ms: int, *, timeout: float, retries: int) -> Gateway:
+        gateway = payments_server(
+            postgres_ledger_url(postgres_url),
+            WEB_CONCURRENCY="2",
+            PAYMENTS_LATENCY_MS=str(latency_ms),
+        )
+        use_gateway(pg_app, gateway.base_url, timeout=timeout, retries=retries)
+        return gateway
+
+    return start
+
+
+def test_cancel_racing_a_slow_payment_never_leaves_money_held(
+    pg_app: Flask, slow_gateway: Callable[..., Gateway]
 ) -> None:
-    gateway = payments_server(
-        postgres_ledger_url(postgres_url),
-        WEB_CONCURRENCY="2",
-        PAYMENTS_LATENCY_MS=str(LATENCY_MS),
-    )
-    use_gateway(pg_app, gateway.base_url, timeout=5.0, retries=1)
+    gateway = slow_gateway(LATENCY_MS, timeout=5.0, retries=1)
     rounds = 24
     product = Factories(pg_app).product(stock=rounds)
     with pg_app.app_context():
@@ -118,13 +133,10 @@ def test_cancel_racing_a_slow_payment_never_leaves_money_held(
 
 
 def test_timeout_then_retry_charges_once(
-    pg_app: Flask, postgres_url: str, payments_server: StartPayments
+    pg_app: Flask, slow_gateway: Callable[..., Gateway]
 ) -> None:
-    gateway = payments_server(
-        postgres_ledger_url(postgres_url), WEB_CONCURRENCY="2", PAYMENTS_LATENCY_MS="1500"
-    )
     # The API gives up before the gateway decides: the gateway approves after the timeout.
-    use_gateway(pg_app, gateway.base_url, timeout=1.0, retries=0)
+    gateway = slow_gateway(1500, timeout=1.0, retries=0)
     product = Factories(pg_app).product(stock=10)
     with pg_app.app_context():
         token = auth.create_key(name="retrier")
@@ -169,12 +181,9 @@ def test_timeout_then_retry_charges_once(
 
 
 def test_many_concurrent_retries_of_one_order_charge_once(
-    pg_app: Flask, postgres_url: str, payments_server: StartPayments
+    pg_app: Flask, slow_gateway: Callable[..., Gateway]
 ) -> None:
-    gateway = payments_server(
-        postgres_ledger_url(postgres_url), WEB_CONCURRENCY="2", PAYMENTS_LATENCY_MS="600"
-    )
-    use_gateway(pg_app, gateway.base_url, timeout=0.3, retries=3)
+    gateway = slow_gateway(600, timeout=0.3, retries=3)
     product = Factories(pg_app).product(stock=5)
     with pg_app.app_context():
         token = auth.create_key(name="impatient")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from tests.factories import Factories
 from tests.orders.test_orders import stock_of
@@ -20,119 +22,120 @@ from tests.reliability.servers import free_port
 StartPayments = Callable[..., Gateway]
 
 
-def place(client: FlaskClient, headers: dict, product_id: int, quantity: int = 1, key: str = "k1"):
-    return client.post(
-        "/api/v1/orders",
-        json={
-            "customer_email": "pay@example.com",
-            "items": [{"product_id": product_id, "quantity": quantity}],
-        },
-        headers={**headers, "Idempotency-Key": key},
-    )
+class Checkout:
+    """The shop's side of a payment: the app, an authenticated client, orders and stock."""
+
+    def __init__(self, app: Flask, client: FlaskClient, headers: dict) -> None:
+        self.app, self.client, self.headers = app, client, headers
+
+    def use_gateway(self, base_url: str, *, timeout: float = 2.0, retries: int = 1) -> None:
+        use_gateway(self.app, base_url, timeout=timeout, retries=retries)
+
+    def place(self, product_id: int, quantity: int = 1, key: str = "k1") -> TestResponse:
+        return self.client.post(
+            "/api/v1/orders",
+            json={
+                "customer_email": "pay@example.com",
+                "items": [{"product_id": product_id, "quantity": quantity}],
+            },
+            headers={**self.headers, "Idempotency-Key": key},
+        )
+
+    def stock(self, product_id: int) -> int:
+        return stock_of(self.app, product_id)
+
+
+@pytest.fixture
+def checkout(app: Flask, client: FlaskClient, auth_headers: dict) -> Checkout:
+    return Checkout(app, client, auth_headers)
 
 
 def test_approved_by_the_payments_service(
-    app: Flask,
-    client: FlaskClient,
-    make: Factories,
-    auth_headers: dict,
-    payments_server: StartPayments,
+    checkout: Checkout, make: Factories, payments_server: StartPayments
 ) -> None:
-    use_gateway(app, payments_server().base_url)
+    checkout.use_gateway(payments_server().base_url)
     product = make.product(stock=3)
-    response = place(client, auth_headers, product.id)
+    response = checkout.place(product.id)
     assert response.status_code == 201
     assert response.json["status"] == "paid"
     assert response.json["payment_reference"].startswith("pay-")
-    assert stock_of(app, product.id) == 2
+    assert checkout.stock(product.id) == 2
 
 
 def test_declined_payment_is_402_and_restores_stock(
-    app: Flask,
-    client: FlaskClient,
-    make: Factories,
-    auth_headers: dict,
-    payments_server: StartPayments,
+    checkout: Checkout, make: Factories, payments_server: StartPayments
 ) -> None:
     gateway = payments_server()
-    use_gateway(app, gateway.base_url)
+    checkout.use_gateway(gateway.base_url)
     product = make.product(stock=3, price=Decimal("6000.00"))  # 12,000 is over the limit
-    response = place(client, auth_headers, product.id, quantity=2)
+    response = checkout.place(product.id, quantity=2)
     assert response.status_code == 402
     assert response.content_type == "application/problem+json"
     order_id = response.json["order_id"]
     assert f"order {order_id}" in response.json["detail"]
-    assert stock_of(app, product.id) == 3
-    replay = place(client, auth_headers, product.id, quantity=2)
+    assert checkout.stock(product.id) == 3
+    replay = checkout.place(product.id, quantity=2)
     assert replay.status_code == 402
     assert replay.json["order_id"] == order_id
-    assert stock_of(app, product.id) == 3
+    assert checkout.stock(product.id) == 3
     assert [a["status"] for a in gateway.authorizations_of(order_id)] == ["declined"]
 
 
 def test_failing_payments_leave_a_pending_order_that_a_retry_completes(
-    app: Flask,
-    client: FlaskClient,
-    make: Factories,
-    auth_headers: dict,
-    payments_server: StartPayments,
+    checkout: Checkout, make: Factories, payments_server: StartPayments
 ) -> None:
     failing = payments_server(PAYMENTS_FAILURE_RATE="1.0")
-    use_gateway(app, failing.base_url, retries=2)
+    checkout.use_gateway(failing.base_url, retries=2)
     product = make.product(stock=4)
-    first = place(client, auth_headers, product.id, quantity=3, key="checkout-9")
+    first = checkout.place(product.id, quantity=3, key="checkout-9")
     assert first.status_code == 503
     assert first.content_type == "application/problem+json"
     assert first.json["type"].endswith("payment-unavailable")
     order_id = first.json["order_id"]
     assert first.json["order_status"] == "pending"
-    assert stock_of(app, product.id) == 1  # reserved for the pending order, not lost
-    read = client.get(f"/api/v1/orders/{order_id}", headers=auth_headers)
+    assert checkout.stock(product.id) == 1  # reserved for the pending order, not lost
+    read = checkout.client.get(f"/api/v1/orders/{order_id}", headers=checkout.headers)
     assert read.json["status"] == "pending"
 
     # The payments service recovers; the client retries with the same key.
-    use_gateway(app, payments_server(PAYMENTS_FAILURE_RATE="0.0").base_url)
-    retry = place(client, auth_headers, product.id, quantity=3, key="checkout-9")
+    checkout.use_gateway(payments_server(PAYMENTS_FAILURE_RATE="0.0").base_url)
+    retry = checkout.place(product.id, quantity=3, key="checkout-9")
     assert retry.status_code == 201
     assert retry.json["id"] == order_id
     assert retry.json["status"] == "paid"
-    assert stock_of(app, product.id) == 1  # still decremented once
-    again = place(client, auth_headers, product.id, quantity=3, key="checkout-9")
+    assert checkout.stock(product.id) == 1  # still decremented once
+    again = checkout.place(product.id, quantity=3, key="checkout-9")
     assert again.json == retry.json
 
 
 def test_timeouts_are_bounded_and_expired_orders_release_their_stock(
-    app: Flask,
-    client: FlaskClient,
-    make: Factories,
-    auth_headers: dict,
-    payments_server: StartPayments,
+    checkout: Checkout, make: Factories, payments_server: StartPayments
 ) -> None:
     slow = payments_server(PAYMENTS_LATENCY_MS="1500")
-    use_gateway(app, slow.base_url, timeout=0.2, retries=0)
+    checkout.use_gateway(slow.base_url, timeout=0.2, retries=0)
     product = make.product(stock=2)
-    response = place(client, auth_headers, product.id, quantity=2)
+    response = checkout.place(product.id, quantity=2)
     assert response.status_code == 503
     assert "timeout" in response.json["detail"]
-    assert stock_of(app, product.id) == 0
+    assert checkout.stock(product.id) == 0
 
-    result = app.test_cli_runner().invoke(args=["orders", "expire-pending", "--older-than", "0"])
+    result = checkout.app.test_cli_runner().invoke(
+        args=["orders", "expire-pending", "--older-than", "0"]
+    )
     assert result.exit_code == 0, result.output
     order_id = response.json["order_id"]
-    order = client.get(f"/api/v1/orders/{order_id}", headers=auth_headers).json
+    order = checkout.client.get(f"/api/v1/orders/{order_id}", headers=checkout.headers).json
     assert order["status"] == "cancelled"
     assert order["cancellation_reason"] == "payment_expired"
-    assert stock_of(app, product.id) == 2
+    assert checkout.stock(product.id) == 2
     # The late approval is voided: no money held for the expired order.
     assert [a["status"] for a in slow.authorizations_of(order_id)] == ["voided"]
 
 
-def test_unreachable_payments_service_is_503_not_500(
-    app: Flask, client: FlaskClient, make: Factories, auth_headers: dict
-) -> None:
-    use_gateway(app, f"http://127.0.0.1:{free_port()}", timeout=0.5, retries=1)
+def test_unreachable_payments_service_is_503_not_500(checkout: Checkout, make: Factories) -> None:
+    checkout.use_gateway(f"http://127.0.0.1:{free_port()}", timeout=0.5, retries=1)
     product = make.product(stock=1)
-    response = place(client, auth_headers, product.id)
+    response = checkout.place(product.id)
     assert response.status_code == 503
     assert response.json["order_status"] == "pending"
 

@@ -6,7 +6,6 @@ Each test runs the real service under gunicorn with 2 workers.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ import requests
 
 from tests.conftest import TEST_DATABASE_URL, require
 from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger_url, start_gateway
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.reliability.servers import run_venv_tool, server_env
 
 StartPayments = Callable[..., Gateway]
 
@@ -121,13 +120,8 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path, secre
         PAYMENTS_SHARED_SECRET=secret,
         PAYMENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
     )
-    started = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", "from service.payments import create_app; create_app()"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    started = run_venv_tool(
+        "python", "-c", "from service.payments import create_app; create_app()", env=env
     )
     assert started.returncode != 0
     assert "PAYMENTS_SHARED_SECRET" in started.stderr

@@ -19,6 +19,7 @@ from tests.conftest import BACKENDS, _clean, _migrated, build_app
 from tests.reliability.servers import GunicornServer, RedisProcess, ThrowawayPostgres, server_env
 
 StartServer = Callable[..., GunicornServer]
+StartLimited = Callable[[str], GunicornServer]
 
 
 @pytest.fixture
@@ -30,13 +31,18 @@ def server_database(request: pytest.FixtureRequest) -> Iterator[str]:
     _clean(build_app(url))
 
 
-@pytest.fixture
-def server_token(server_database: str) -> str:
-    app = build_app(server_database)
+def api_key_for(database_url: str, name: str = "reliability") -> str:
+    """A new API key in the (migrated) database a test server will use."""
+    app = build_app(database_url)
     with app.app_context():
-        token = auth.create_key(name="reliability")
+        token = auth.create_key(name=name)
         db.engine.dispose()
     return token
+
+
+@pytest.fixture
+def server_token(server_database: str) -> str:
+    return api_key_for(server_database)
 
 
 @pytest.fixture
@@ -55,6 +61,23 @@ def gunicorn_server(tmp_path: Path) -> Iterator[StartServer]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def rate_limited_server(
+    gunicorn_server: StartServer, server_database: str, redis_process: RedisProcess
+) -> StartLimited:
+    """Start gunicorn on the test database and the test's own Redis, limited to `limit`."""
+
+    def start(limit: str) -> GunicornServer:
+        return gunicorn_server(
+            DATABASE_URL=server_database,
+            REDIS_URL=redis_process.url,
+            RATELIMIT_ENABLED="true",
+            RATELIMIT_DEFAULT=limit,
+        )
+
+    return start
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pty
 import pwd
 import shutil
 import subprocess
@@ -58,6 +59,66 @@ def server_env(**overrides: str) -> dict[str, str]:
         "OTEL_SDK_DISABLED": "true",
         **overrides,
     }
+
+
+def create_product(server: GunicornServer, headers: dict[str, str], name: str, sku: str) -> Any:
+    """A category and a product in it (stock 3), made through the running server's API."""
+    category = requests.post(
+        server.url("/api/v1/categories"), json={"name": name}, headers=headers, timeout=10
+    ).json()
+    return requests.post(
+        server.url("/api/v1/products"),
+        json={"sku": sku, "name": name, "price": "2.00", "stock": 3, "category_id": category["id"]},
+        headers=headers,
+        timeout=10,
+    ).json()
+
+
+def run_venv_tool(
+    tool: str, *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the project's `.venv/bin/<tool>` from the project root; its status and output."""
+    return subprocess.run(
+        [str(VENV_BIN / tool), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_on_terminal(
+    command: list[str], env: dict[str, str], timeout: float = 120
+) -> tuple[int, bytes]:
+    """Run `command` with a pseudo-terminal as its stdout and stderr (what a person at a
+    terminal sees: colours, progress bars); its exit status and everything it wrote."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
+        while chunk := os.read(leader, 4096):
+            output += chunk
+    os.close(leader)
+    return process.wait(timeout=timeout), output
+
+
+def serves_reads(server: GunicornServer, headers: dict[str, str], timeout: float) -> bool:
+    """Six authenticated reads all answer 200: several, so the kernel hands some to each
+    worker."""
+    return all(
+        requests.get(server.url("/api/v1/orders"), headers=headers, timeout=timeout).status_code
+        == 200
+        for _ in range(6)
+    )
 
 
 def _run_as_postgres(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -12,22 +12,17 @@ from typing import Any
 
 import requests
 
-from service.auth import service as auth
-from service.extensions import db
-from tests.conftest import build_app
-from tests.reliability.conftest import StartServer
-from tests.reliability.servers import RedisProcess, ThrowawayPostgres, wait_until
+from tests.reliability.conftest import StartLimited, StartServer, api_key_for
+from tests.reliability.servers import (
+    RedisProcess,
+    ThrowawayPostgres,
+    create_product,
+    serves_reads,
+    wait_until,
+)
 
 # Every request below must answer within this (the app's own timeouts are 1-2 s).
 CLIENT_TIMEOUT = 15
-
-
-def _token(database_url: str) -> str:
-    app = build_app(database_url)
-    with app.app_context():
-        token = auth.create_key(name="dependencies")
-        db.engine.dispose()
-    return token
 
 
 def _assert_503_problem(response: requests.Response) -> dict[str, Any]:
@@ -44,7 +39,7 @@ def _assert_503_problem(response: requests.Response) -> dict[str, Any]:
 def test_database_down_is_503_and_the_service_recovers_without_restart(
     gunicorn_server: StartServer, throwaway_postgres: ThrowawayPostgres
 ) -> None:
-    token = _token(throwaway_postgres.url)
+    token = api_key_for(throwaway_postgres.url, "dependencies")
     headers = {"Authorization": f"Bearer {token}"}
     server = gunicorn_server(
         DATABASE_URL=throwaway_postgres.url,
@@ -95,13 +90,7 @@ def test_database_down_is_503_and_the_service_recovers_without_restart(
     )
     # Both workers serve again (several requests, so the kernel hands them to both).
     wait_until(
-        lambda: all(
-            requests.get(
-                server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT
-            ).status_code
-            == 200
-            for _ in range(6)
-        ),
+        lambda: serves_reads(server, headers, CLIENT_TIMEOUT),
         timeout=60,
         what="API reads after the database came back",
     )
@@ -118,28 +107,13 @@ def test_database_down_is_503_and_the_service_recovers_without_restart(
 
 
 def test_redis_down_reads_still_work_limits_fail_open_and_ready_is_degraded(
-    gunicorn_server: StartServer,
-    server_database: str,
+    rate_limited_server: StartLimited,
     server_token: str,
     redis_process: RedisProcess,
 ) -> None:
-    server = gunicorn_server(
-        DATABASE_URL=server_database,
-        REDIS_URL=redis_process.url,
-        RATELIMIT_ENABLED="true",
-        RATELIMIT_DEFAULT="5 per minute",
-    )
+    server = rate_limited_server("5 per minute")
     headers = {"Authorization": f"Bearer {server_token}"}
-    category = requests.post(
-        server.url("/api/v1/categories"), json={"name": "Cached"}, headers=headers, timeout=10
-    ).json()
-    product = requests.post(
-        server.url("/api/v1/products"),
-        json={"sku": "R-1", "name": "Cached", "price": "2.00", "stock": 3, "category_id": 1}
-        | {"category_id": category["id"]},
-        headers=headers,
-        timeout=10,
-    ).json()
+    product = create_product(server, headers, "Cached", "R-1")
     ready = requests.get(server.url("/health/ready"), timeout=10).json()
     assert ready["status"] == "ok"
 

@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import _clean, build_app
 from tests.reliability.blackhole import BlackHoleProxy, black_hole
-from tests.reliability.conftest import StartServer
-from tests.reliability.servers import GunicornServer, wait_until
-from tests.reliability.test_dependencies import _assert_503_problem, _token
+from tests.reliability.conftest import StartServer, api_key_for
+from tests.reliability.servers import GunicornServer, create_product, serves_reads, wait_until
+from tests.reliability.test_dependencies import _assert_503_problem
 
 BUDGET = 5.0  # REQUEST_BUDGET's default
 MARGIN = 1.0  # for a 2-core machine shared with the client threads and PostgreSQL
@@ -89,7 +89,7 @@ def _assert_no_worker_killed(server: GunicornServer, workers: set[int]) -> None:
 def test_hung_database_answers_503_within_the_budget_and_recovers_without_restart(
     gunicorn_server: StartServer, clean_postgres: str, postgres_proxy: BlackHoleProxy
 ) -> None:
-    token = _token(clean_postgres)
+    token = api_key_for(clean_postgres, "dependencies")
     headers = {"Authorization": f"Bearer {token}"}
     proxied = make_url(clean_postgres).set(host="127.0.0.1", port=postgres_proxy.port)
     server = gunicorn_server(DATABASE_URL=proxied.render_as_string(hide_password=False))
@@ -149,13 +149,7 @@ def test_hung_database_answers_503_within_the_budget_and_recovers_without_restar
     )
     # Several reads, so the kernel hands some to each worker.
     api_after = ready_after + wait_until(
-        lambda: all(
-            requests.get(
-                server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT
-            ).status_code
-            == 200
-            for _ in range(6)
-        ),
+        lambda: serves_reads(server, headers, CLIENT_TIMEOUT),
         timeout=60,
         what="API reads after the database answered again",
     )
@@ -190,16 +184,7 @@ def test_hung_redis_costs_one_short_timeout_then_reads_go_on_at_database_speed(
     )
     workers = server.worker_pids()
     headers = {"Authorization": f"Bearer {server_token}"}
-    category = requests.post(
-        server.url("/api/v1/categories"), json={"name": "Hung"}, headers=headers, timeout=10
-    ).json()
-    product = requests.post(
-        server.url("/api/v1/products"),
-        json={"sku": "H-1", "name": "Hung", "price": "2.00", "stock": 3}
-        | {"category_id": category["id"]},
-        headers=headers,
-        timeout=10,
-    ).json()
+    product = create_product(server, headers, "Hung", "H-1")
     assert requests.get(server.url("/health/ready"), timeout=10).json()["status"] == "ok"
 
     redis_proxy.hold()

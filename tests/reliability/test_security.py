@@ -28,8 +28,7 @@ from service.auth import service as auth
 from service.extensions import db
 from tests.conftest import build_app
 from tests.factories import Factories
-from tests.reliability.conftest import StartServer
-from tests.reliability.servers import RedisProcess
+from tests.reliability.conftest import StartLimited, StartServer
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -234,17 +233,9 @@ REQUESTS = 40
 
 
 def test_rate_limit_is_exact_across_two_workers(
-    gunicorn_server: StartServer,
-    server_database: str,
-    server_token: str,
-    redis_process: RedisProcess,
+    rate_limited_server: StartLimited, server_token: str
 ) -> None:
-    server = gunicorn_server(
-        DATABASE_URL=server_database,
-        REDIS_URL=redis_process.url,
-        RATELIMIT_ENABLED="true",
-        RATELIMIT_DEFAULT=f"{LIMIT} per minute",
-    )
+    server = rate_limited_server(f"{LIMIT} per minute")
     assert len(server.worker_pids()) == 2
     responses: list[requests.Response] = []
     lock = threading.Lock()

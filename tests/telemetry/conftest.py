@@ -86,6 +86,20 @@ def telemetry_env(receiver: Receiver, service: str, **extra: str) -> dict[str, s
     return server_env(**{**settings, **extra})
 
 
+def one_worker_env(database: str, **extra: str) -> dict[str, str]:
+    """One gunicorn worker on `database`, the SDK on, every trace sampled, short timers
+    (overridable); where it exports is the caller's."""
+    settings = {
+        "DATABASE_URL": database,
+        "WEB_CONCURRENCY": "1",
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+    }
+    return server_env(**{**settings, **extra})
+
+
 @pytest.fixture(autouse=True)
 def plain_requests() -> Iterator[None]:
     """The test's own HTTP calls must not carry trace context.

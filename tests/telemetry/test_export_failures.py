@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from tests.processes import start_gunicorn
-from tests.reliability.servers import free_port, server_env
+from tests.reliability.servers import free_port
+from tests.telemetry.conftest import one_worker_env
 
 
 @pytest.fixture
@@ -45,20 +46,16 @@ def hanging_collector() -> Iterator[str]:
 
 
 def _exporting_env(endpoint: str, database: str, **extra: str) -> dict[str, str]:
-    return server_env(
-        DATABASE_URL=database,
-        WEB_CONCURRENCY="1",
-        OTEL_SDK_DISABLED="false",
-        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-        OTEL_TRACES_SAMPLER="always_on",
-        OTEL_BSP_SCHEDULE_DELAY="50",
-        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="16",
+    settings = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16",
         # A small queue makes the bound visible quickly: spans beyond it are dropped.
-        OTEL_BSP_MAX_QUEUE_SIZE="64",
-        OTEL_EXPORTER_OTLP_TIMEOUT="30",
-        OTEL_METRIC_EXPORT_INTERVAL="200",
-        **extra,
-    )
+        "OTEL_BSP_MAX_QUEUE_SIZE": "64",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
+    return one_worker_env(database, **{**settings, **extra})
 
 
 @pytest.mark.parametrize("collector", ["hanging", "refusing"])

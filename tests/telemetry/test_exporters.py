@@ -23,7 +23,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from service.config import ConfigError, otel_exports
 from tests.processes import start_gunicorn
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, run_venv_tool, server_env
+from tests.telemetry.conftest import one_worker_env
 from tests.telemetry.otlp import value_of, wait_for
 
 
@@ -110,18 +111,6 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _otel_env(database: str, **settings: str) -> dict[str, str]:
-    return server_env(
-        DATABASE_URL=database,
-        WEB_CONCURRENCY="1",
-        OTEL_SDK_DISABLED="false",
-        OTEL_TRACES_SAMPLER="always_on",
-        OTEL_BSP_SCHEDULE_DELAY="100",
-        OTEL_METRIC_EXPORT_INTERVAL="300",
-        **settings,
-    )
-
-
 @pytest.mark.parametrize(
     "protocol",
     [
@@ -138,7 +127,7 @@ def _otel_env(database: str, **settings: str) -> dict[str, str]:
 def test_otlp_over_grpc_reaches_a_grpc_collector(
     protocol: dict[str, str], grpc_collector: GrpcCollector, database: str, tmp_path: Path
 ) -> None:
-    env = _otel_env(database, OTEL_EXPORTER_OTLP_ENDPOINT=grpc_collector.url, **protocol)
+    env = one_worker_env(database, OTEL_EXPORTER_OTLP_ENDPOINT=grpc_collector.url, **protocol)
     api = start_gunicorn("api", env, tmp_path / "api.log")
     try:
         response = requests.get(api.url("/api/v1/categories"), timeout=10)
@@ -181,18 +170,16 @@ telemetry.shutdown()  # flush, as gunicorn's worker_exit does
 
 
 def test_console_exporter_prints_spans(database: str) -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", CONSOLE_RUN],
-        env=_otel_env(
+    done = run_venv_tool(
+        "python",
+        "-c",
+        CONSOLE_RUN,
+        env=one_worker_env(
             database,
             OTEL_TRACES_EXPORTER="console",
             OTEL_METRICS_EXPORTER="none",
             OTEL_EXPORTER_OTLP_ENDPOINT="",
         ),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     # ConsoleSpanExporter writes each span as an indented JSON object.
@@ -231,13 +218,12 @@ def test_unknown_values_are_refused_naming_the_variable(variable: str, value: st
 
 
 def test_the_service_refuses_to_start_with_an_unknown_exporter() -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "service", "routes"],
+    done = run_venv_tool(
+        "flask",
+        "--app",
+        "service",
+        "routes",
         env=server_env(OTEL_SDK_DISABLED="false", OTEL_TRACES_EXPORTER="zipkin"),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode != 0
     assert "ConfigError: invalid configuration: OTEL_TRACES_EXPORTER='zipkin'" in done.stderr
