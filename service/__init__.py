@@ -16,7 +16,7 @@ from service.catalog.routes import categories, products
 from service.config import load_config
 from service.extensions import cache, db, migrate
 from service.orders.cli import orders_cli
-from service.orders.payments import gateway_for
+from service.orders.payment_gateway import gateway_for
 from service.orders.routes import blp as orders
 from service.ratelimit import make_limiter
 from service.reports.routes import blp as reports

@@ -39,7 +39,7 @@ from service.extensions import db
 from service.fields import MAX_AMOUNT
 from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
-from service.orders.payments import GatewayUnavailable, current_gateway
+from service.orders.payment_gateway import GatewayUnavailable, current_gateway
 from service.pagination import Page, SortKey, keyset_page, scope_of
 
 tracer = trace.get_tracer("glassbox")

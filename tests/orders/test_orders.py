@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import Order
-from service.orders.payments import InProcessGateway, PaymentResult
+from service.orders.payment_gateway import InProcessGateway, PaymentResult
 from tests.factories import Factories
 
 

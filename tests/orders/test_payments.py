@@ -146,7 +146,7 @@ def test_a_hung_payments_service_costs_at_most_the_payments_budget() -> None:
     import socket
     import time
 
-    from service.orders.payments import HttpPaymentGateway
+    from service.orders.payment_gateway import HttpPaymentGateway
 
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))

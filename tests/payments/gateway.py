@@ -16,7 +16,7 @@ import requests
 from flask import Flask
 from sqlalchemy.engine import make_url
 
-from service.orders.payments import gateway_for
+from service.orders.payment_gateway import gateway_for
 from tests.processes import PAYMENTS_APP, Process, start_gunicorn
 from tests.reliability.servers import server_env
 

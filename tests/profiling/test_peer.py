@@ -113,11 +113,15 @@ def test_a_bad_cursor_is_a_400_problem(peer: Peer) -> None:
 
 
 def _request_trace(spans: list[Span]) -> list[Span] | None:
-    """The spans of one traced product read, once its server and SELECT spans have arrived."""
+    """The spans of one traced product read, once its root, server and SELECT spans have
+    arrived (the root ends last, so it may come in a later export than its children)."""
     for server in spans:
         if server.attributes.get("http.route") == PRODUCT_ROUTE:
             trace = [span for span in spans if span.trace_id == server.trace_id]
-            if any("FROM products" in span.attributes.get("db.statement", "") for span in trace):
+            has_select = any(
+                "FROM products" in span.attributes.get("db.statement", "") for span in trace
+            )
+            if has_select and any(not span.parent_span_id for span in trace):
                 return trace
     return None
 
