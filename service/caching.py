@@ -8,7 +8,6 @@ invalidates every cached page at once without enumerating keys.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,24 +15,21 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from service.extensions import cache
+from service.logs import EveryInterval
 from service.metrics import metrics
 
 T = TypeVar("T")
 
 log = logging.getLogger("service.cache")
 
-_WARN_INTERVAL_SECONDS = 30.0
-_last_warning = 0.0
+_warning_interval = EveryInterval()
 _MISSING = object()
 _FAILED = object()  # the cache did not answer: a miss, counted as an error
 
 
 def _warn(operation: str, exc: Exception) -> None:
     """Log a cache failure at most once per interval, not once per request."""
-    global _last_warning
-    now = time.monotonic()
-    if now - _last_warning >= _WARN_INTERVAL_SECONDS:
-        _last_warning = now
+    if _warning_interval.due():
         log.warning("cache unavailable, serving from the database (%s: %s)", operation, exc)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from service.logs import EveryInterval
 from service.metrics import metrics
 from service.telemetry.sql import instrument_engine
 
@@ -169,7 +170,6 @@ def _pool_name(pool: Any) -> str:
 log = logging.getLogger("service.database")
 
 _wait_limit: ContextVar[float | None] = ContextVar("glassbox_database_wait_limit", default=None)
-_LOG_INTERVAL_SECONDS = 30.0
 
 
 class DatabaseDeadlineExceeded(psycopg.OperationalError):
@@ -185,7 +185,7 @@ class _Breaker:
 
     def __init__(self) -> None:
         self.open_until = 0.0
-        self.last_log = -_LOG_INTERVAL_SECONDS
+        self.log_interval = EveryInterval()
 
     def before_connect(self) -> None:
         if time.monotonic() < self.open_until:
@@ -194,8 +194,7 @@ class _Breaker:
     def failed(self, seconds: float, error: Exception) -> None:
         now = time.monotonic()
         self.open_until = now + seconds
-        if now - self.last_log >= _LOG_INTERVAL_SECONDS:
-            self.last_log = now
+        if self.log_interval.due():
             log.warning(
                 "PostgreSQL did not answer (%s: %s); answering 503 without calling it "
                 "for %.0f s at a time",

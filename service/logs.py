@@ -16,6 +16,36 @@ from typing import Any, TextIO
 from flask import request
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+# A failure that repeats on every request (a dependency down) is logged once per interval.
+WARN_INTERVAL_SECONDS = 30.0
+
+
+class EveryInterval:
+    """`due()` is true at most once per `seconds` in this process."""
+
+    def __init__(self, seconds: float = WARN_INTERVAL_SECONDS) -> None:
+        self.seconds = seconds
+        self._last = -seconds
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+
+class OncePerInterval(logging.Filter):
+    """Let one record through per interval (per process), drop the rest."""
+
+    def __init__(self, seconds: float = WARN_INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self._interval = EveryInterval(seconds)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._interval.due()
+
+
 SERVICE_NAME = "glassbox-api"
 _HANDLER_MARK = "_glassbox_json"
 

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import flask_limiter
 from flask import Flask, request
 
 from service.auth.decorators import rate_limit_key
 from service.edge import set_aside_retry_after, unobserved_path
-
-
-class OncePerInterval(logging.Filter):
-    """Let one record through per interval (per process), drop the rest."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self._last = -seconds
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self._last < self.seconds:
-            return False
-        self._last = now
-        return True
+from service.logs import OncePerInterval
 
 
 class Limiter(flask_limiter.Limiter):
@@ -59,7 +43,7 @@ def make_limiter() -> Limiter:
     # and logs a stack trace for each one; once per 30 s says the same, like the cache does.
     limiter_log = logging.getLogger("flask-limiter")
     if not any(isinstance(f, OncePerInterval) for f in limiter_log.filters):
-        limiter_log.addFilter(OncePerInterval(30.0))
+        limiter_log.addFilter(OncePerInterval())
     limiter = Limiter(key_func=rate_limit_key, request_identifier=_request_identifier)
     # Probes, metrics, docs and the spec must answer even when a client is over its limit.
     limiter.request_filter(lambda: unobserved_path(request.path))

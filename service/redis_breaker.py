@@ -22,9 +22,10 @@ from typing import Any
 import redis
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
+from service.logs import EveryInterval
+
 log = logging.getLogger("service.redis")
 
-LOG_INTERVAL_SECONDS = 30.0
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -40,7 +41,7 @@ class Breaker:
         self.open_seconds = open_seconds
         self._open_until = 0.0
         self._failed = False  # the last call failed (open, or waiting for the trial)
-        self._last_log = -LOG_INTERVAL_SECONDS
+        self._log_interval = EveryInterval()
         self._lock = threading.Lock()
 
     @property
@@ -57,9 +58,7 @@ class Breaker:
             opened = now >= self._open_until
             self._open_until = now + self.open_seconds
             self._failed = True
-            should_log = now - self._last_log >= LOG_INTERVAL_SECONDS
-            if should_log:
-                self._last_log = now
+            should_log = self._log_interval.due()
         if opened:
             from service.metrics import metrics
 
