@@ -1,9 +1,10 @@
 """The database: declarative base, column types, the engine, and PostgreSQL deadlines.
 
 `init_app` binds Flask-SQLAlchemy to an app and configures its engine: the pool (reports
-its checkout waits), SQLite's pragmas, and SQL spans and metrics (service/telemetry/sql.py).
-The options the engine is built with (pool size, timeouts, libpq keepalives) are settings,
-parsed by service/config/ into SQLALCHEMY_ENGINE_OPTIONS.
+its checkout waits, pings only connections that sat idle), SQLite's pragmas, and SQL spans and
+metrics (service/telemetry/sql.py). The options the engine is built with (pool size, timeouts,
+libpq keepalives, prepared statements) are settings, parsed by service/config/ into
+SQLALCHEMY_ENGINE_OPTIONS. `read_rows` runs the hot reads (service/catalog/service.py).
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from flask import Flask, has_request_context
+from flask import Flask, current_app, has_request_context
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, DateTime, Dialect, MetaData, Numeric, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from service.logs import EveryInterval
@@ -110,12 +113,69 @@ def init_app(app: Flask, db: SQLAlchemy) -> None:
     db.init_app(app)
     with app.app_context():
         engines = list(db.engines.values())
+        default = db.engine
     for engine in engines:
         if engine.dialect.name == "sqlite" and not event.contains(
             engine, "connect", _sqlite_pragmas
         ):
             event.listen(engine, "connect", _sqlite_pragmas)
+        if engine.dialect.name == "postgresql":
+            _ping_idle_connections(engine)
         instrument_engine(engine)
+    direct = app.config.get("DATABASE_POOLER", "none") == "none"
+    # The same pool; each connection of this one is in autocommit while checked out.
+    app.extensions[_READS] = (
+        default.execution_options(isolation_level="AUTOCOMMIT")
+        if direct and default.dialect.name == "postgresql"
+        else default
+    )
+
+
+_READS = "glassbox.read_engine"
+
+
+def read_rows(
+    statement: Executable, parameters: Mapping[str, Any] | None = None
+) -> Sequence[RowMapping]:
+    """The rows of one read-only statement, on a pooled connection of its own.
+
+    Directly on PostgreSQL (DATABASE_POOLER=none) that is one round trip: autocommit, so no
+    BEGIN or ROLLBACK, and the session already carries the request's timeouts. Behind a
+    transaction-mode pooler it is a transaction, which `_set_transaction_timeouts` opens with
+    the timeouts. On SQLite a plain SELECT opens no transaction either.
+    """
+    with current_app.extensions[_READS].connect() as connection:
+        return connection.execute(statement, parameters).mappings().all()
+
+
+# SQLAlchemy's pool_pre_ping costs a round trip per checkout. Instead, the documented
+# pessimistic recipe on pool events: ping (and replace by raising DisconnectionError) only a
+# connection that sat in the pool longer than this. One in use moments ago that the server
+# dropped fails its statement once; SQLAlchemy then invalidates the whole pool, so the others
+# reconnect. HikariCP skips its check the same way for a connection used in the last 0.5 s.
+PING_AFTER_IDLE = 2.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    dialect = engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["glassbox_idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.pop("glassbox_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE:
+            try:
+                dialect.do_ping(dbapi_connection)
+            except psycopg.Error as error:
+                if dialect.is_disconnect(cast(Any, error), dbapi_connection, None):
+                    raise DisconnectionError(str(error)) from error
+                raise
+        _session_timeouts(dbapi_connection)
+
+    if not event.contains(engine, "checkout", checked_out):
+        event.listen(engine, "checkin", checked_in)
+        event.listen(engine, "checkout", checked_out)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -152,12 +212,13 @@ def _pool_name(pool: Any) -> str:
 
 # Deadlines on every wait for PostgreSQL (README "Configuration", docs/reliability.md).
 #
-# The server enforces statement_timeout, lock_timeout and idle_in_transaction_session_timeout,
-# set per transaction with set_config(..., is_local => true): libpq's startup `options`
-# would cost nothing per transaction, but PgBouncer refuses that startup parameter (or,
-# listed in ignore_startup_parameters, drops it), and a session-level SET would stay on
-# whichever server connection PgBouncer lent in transaction mode. One round trip per
-# transaction works the same directly and behind PgBouncer.
+# The server enforces statement_timeout, lock_timeout and idle_in_transaction_session_timeout.
+# Directly (DATABASE_POOLER=none) they are session settings, set once when a request first
+# checks the connection out and reset when code outside a request (CLI) checks it out: no
+# round trip per transaction. Behind a transaction-mode pooler (DATABASE_POOLER=transaction)
+# a session SET would stay on whichever server connection the pooler lent, and PgBouncer
+# refuses libpq's startup `options` (or drops it), so they are set per transaction with
+# set_config(..., is_local => true): one round trip per transaction.
 #
 # A server that is stuck, or a network that holds the bytes, cancels nothing: the client
 # gives up on its own after the statement timeout plus a grace (psycopg's wait timeout),
@@ -217,7 +278,9 @@ class DeadlineConnection(psycopg.Connection[Any]):
 
     glassbox_wait: float | None = None
     glassbox_breaker_seconds: float = 0.0
-    glassbox_begin_sql: str | None = None
+    glassbox_begin_sql: str | None = None  # behind a transaction-mode pooler
+    glassbox_session_sql: str | None = None  # directly
+    glassbox_request_session = False  # whether the session has the request timeouts
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         limit = _wait_seconds(self.glassbox_wait)
@@ -275,12 +338,37 @@ def _connect_with_deadlines(
         raise
     connection.glassbox_wait = float(timeouts["wait"])
     connection.glassbox_breaker_seconds = float(timeouts["breaker_seconds"])
+    local = timeouts.get("pooler") == "transaction"
     settings = ", ".join(
-        f"set_config('{name}', '{int(timeouts[name])}', true)"
-        for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        f"set_config('{name}', '{int(timeouts[name])}', {'true' if local else 'false'})"
+        for name in _TIMEOUTS
     )
-    connection.glassbox_begin_sql = f"SELECT {settings}"
+    if local:
+        connection.glassbox_begin_sql = f"SELECT {settings}"
+    else:
+        connection.glassbox_session_sql = f"SELECT {settings}"
     return connection
+
+
+_TIMEOUTS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+_RESET_TIMEOUTS = "; ".join(f"RESET {name}" for name in _TIMEOUTS)
+
+
+def _session_timeouts(dbapi_connection: Any) -> None:
+    """Give a direct connection the request timeouts in requests, the server's outside."""
+    sql = getattr(dbapi_connection, "glassbox_session_sql", None)
+    wanted = has_request_context()
+    if sql is None or dbapi_connection.glassbox_request_session == wanted:
+        return
+    # In autocommit: a session SET inside a transaction that rolls back would be undone.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute(sql if wanted else _RESET_TIMEOUTS, prepare=False)
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = autocommit
+    dbapi_connection.glassbox_request_session = wanted
 
 
 @event.listens_for(Engine, "begin")
@@ -289,4 +377,9 @@ def _set_transaction_timeouts(connection: Any) -> None:
     sql = getattr(dbapi_connection, "glassbox_begin_sql", None)
     if sql is not None and has_request_context():
         # On the driver's connection: no SQLAlchemy event, so no span of its own.
-        dbapi_connection.execute(sql)
+        try:
+            dbapi_connection.execute(sql)
+        except psycopg.Error as error:
+            # As SQLAlchemy treats its own statements' errors: wrapped (a 503), and a
+            # dropped connection invalidates the pool. No ping at checkout caught it.
+            connection._handle_dbapi_exception(error, sql, (), None, None)

@@ -6,11 +6,12 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from service.caching import bump_generation, cache_delete, cached, generation
 from service.catalog.models import Category, Product
+from service.database import read_rows
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.extensions import db
 from service.pagination import Page, SortKey, keyset_page, scope_of
@@ -32,6 +33,11 @@ _PRODUCT_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# Hot reads: Core statements of plain columns (rows, no identity map or instances), built once.
+_CATEGORY_SELECT = select(*(getattr(Category, name) for name in _CATEGORY_COLUMNS))
+_CATEGORY_BY_ID = _CATEGORY_SELECT.where(Category.id == bindparam("id"))
+_PRODUCT_SELECT = select(*(getattr(Product, name) for name in _PRODUCT_COLUMNS))
+_PRODUCT_BY_ID = _PRODUCT_SELECT.where(Product.id == bindparam("id"))
 _PRODUCT_SORTS = {
     "name": Product.name,
     "price": Product.price,
@@ -47,10 +53,6 @@ def _product_data(product: Product) -> ProductData:
     return {name: getattr(product, name) for name in _PRODUCT_COLUMNS}
 
 
-def _scalars(statement: Any) -> list[Any]:
-    return list(db.session.scalars(statement))
-
-
 # Categories
 
 
@@ -59,15 +61,15 @@ def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
 
     def load() -> Page[CategoryData]:
         page = keyset_page(
-            select(Category),
+            _CATEGORY_SELECT,
             sort=SortKey(Category.id, Category.id),
             limit=limit,
             cursor=cursor,
             scope=scope,
-            execute=_scalars,
-            key_of=lambda c: (c.id, c.id),
+            execute=read_rows,
+            key_of=lambda c: (c["id"], c["id"]),
         )
-        return Page([_category_data(c) for c in page.items], page.next_cursor)
+        return Page([dict(c) for c in page.items], page.next_cursor)
 
     page, _ = cached(
         f"categories:{generation(CATALOG)}:{limit}:{cursor}", load, name="category_list"
@@ -77,10 +79,10 @@ def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
 
 def get_category(*, category_id: int) -> CategoryData:
     def load() -> CategoryData:
-        category = db.session.get(Category, category_id)
-        if category is None:
+        rows = read_rows(_CATEGORY_BY_ID, {"id": category_id})
+        if not rows:
             raise NotFound(f"Category {category_id} does not exist.")
-        return _category_data(category)
+        return dict(rows[0])
 
     data, _ = cached(f"category:{category_id}", load, name="category")
     return data
@@ -141,7 +143,7 @@ def list_products(
     column = _PRODUCT_SORTS[sort.lstrip("-")]
 
     def load() -> Page[ProductData]:
-        statement = select(Product)
+        statement = _PRODUCT_SELECT
         if category_id is not None:
             statement = statement.where(Product.category_id == category_id)
         if min_price is not None:
@@ -157,10 +159,10 @@ def list_products(
             limit=limit,
             cursor=cursor,
             scope=scope,
-            execute=_scalars,
-            key_of=lambda p: (getattr(p, column.key), p.id),
+            execute=read_rows,
+            key_of=lambda p: (p[column.key], p["id"]),
         )
-        return Page([_product_data(p) for p in page.items], page.next_cursor)
+        return Page([dict(p) for p in page.items], page.next_cursor)
 
     page, _ = cached(
         f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load, name="product_list"
@@ -170,10 +172,10 @@ def list_products(
 
 def get_product(*, product_id: int) -> ProductData:
     def load() -> ProductData:
-        product = db.session.get(Product, product_id)
-        if product is None:
+        rows = read_rows(_PRODUCT_BY_ID, {"id": product_id})
+        if not rows:
             raise NotFound(f"Product {product_id} does not exist.")
-        return _product_data(product)
+        return dict(rows[0])
 
     data, _ = cached(f"product:{product_id}", load, name="product")
     return data

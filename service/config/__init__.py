@@ -236,17 +236,20 @@ def _engine_options(
 ) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 15}}
+    direct = values["DATABASE_POOLER"] == "none"
     return {
         "pool_size": values["DATABASE_POOL_SIZE"],
         "max_overflow": values["DATABASE_POOL_SIZE"],
         "pool_timeout": values["DATABASE_POOL_TIMEOUT"],
-        "pool_pre_ping": True,
+        # No pool_pre_ping (a round trip per checkout): service/database.py pings only a
+        # connection that sat idle in the pool.
         "pool_recycle": 1800,
         "connect_args": {
             "connect_timeout": values["DATABASE_CONNECT_TIMEOUT"],
-            # No server-side prepared statements: PgBouncer in transaction pooling
-            # mode hands each transaction to any server connection.
-            "prepare_threshold": None,
+            # Directly: psycopg prepares a statement on its 5th run on a connection (its
+            # default; one-off statements stay unprepared). Behind a transaction-mode
+            # pooler, none: each transaction may run on another server connection.
+            "prepare_threshold": 5 if direct else None,
             "application_name": "glassbox",
             # A peer that vanished (host down, partition) is noticed on idle pooled
             # connections by keepalives, and on unacknowledged writes by tcp_user_timeout.
@@ -257,6 +260,7 @@ def _engine_options(
             "tcp_user_timeout": int(budget["budget"] * 1000),
             # Read by service/database.py, not libpq (removed before connecting).
             "glassbox_timeouts": {
+                "pooler": values["DATABASE_POOLER"],
                 "wait": budget["database_wait"],
                 "breaker_seconds": values["DATABASE_BREAKER_SECONDS"],
                 "statement_timeout": budget["database_statement_ms"],

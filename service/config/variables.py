@@ -93,6 +93,15 @@ VARIABLES: tuple[Variable, ...] = (
         "without calling it",
     ),
     Variable(
+        "DATABASE_POOLER",
+        "none",
+        _choice("none", "transaction"),
+        "none: PostgreSQL is reached directly (timeouts set once per connection, prepared "
+        "statements, catalog reads in one round trip); transaction: through a "
+        "transaction-mode pooler (PgBouncer, Supabase), timeouts per transaction, nothing "
+        "prepared",
+    ),
+    Variable(
         "REDIS_URL",
         "",
         _redis_url,

@@ -2,7 +2,9 @@
 a PgBouncer in front of a managed PostgreSQL) serves it in production: each transaction may
 run on a different server connection, so nothing may rely on session state, and psycopg's
 server-side prepared statements (made after `prepare_threshold` executions of one query on
-one connection, 5 by default) break. service/config/ sets prepare_threshold=None.
+one connection, 5 by default) break. With DATABASE_POOLER=transaction, service/config/ sets
+prepare_threshold=None; with `none` (PostgreSQL reached directly) statements are prepared,
+which the last test checks on a direct connection.
 
 Debian's pgbouncer runs here on a free 127.0.0.1 port, with fewer server connections than
 the app has clients, in front of a scratch database of the test PostgreSQL. The migrations
@@ -184,11 +186,17 @@ def _app(pgbouncer: dict[str, Any], **connect_args: Any) -> Flask:
         # Reads must reach the database every time, not an in-process cache.
         "CACHE_TYPE": "NullCache",
         "CACHE_NO_NULL_WARNING": True,
+        "DATABASE_POOLER": "transaction",
     }
     if connect_args:
         options = copy.deepcopy(
             load_config(
-                environ={}, overrides={"DATABASE_URL": pgbouncer["url"], "GLASSBOX_ENV": "test"}
+                environ={},
+                overrides={
+                    "DATABASE_URL": pgbouncer["url"],
+                    "GLASSBOX_ENV": "test",
+                    "DATABASE_POOLER": "transaction",
+                },
             )["SQLALCHEMY_ENGINE_OPTIONS"]
         )
         options["connect_args"] = connect_args
@@ -366,3 +374,30 @@ def test_psycopg_default_prepared_statements_break_behind_the_pooler(
         if record.exc_info and record.exc_info[1] is not None
     }
     assert states & PREPARED_STATEMENT_ERRORS, states
+
+
+def test_directly_statements_are_prepared_and_requests_carry_the_timeouts(
+    postgres_url: str,
+) -> None:
+    # DATABASE_POOLER=none: psycopg prepares a statement run often on a connection, and the
+    # connection a request uses has the budget's statement_timeout as a session setting.
+    app = build_app(
+        postgres_url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True, DATABASE_POOLER="none"
+    )
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["prepare_threshold"] == 5
+    client = app.test_client()
+    try:
+        for _ in range(8):
+            assert client.get("/api/v1/categories?limit=3").status_code == 200
+        with app.test_request_context(), db.engine.connect() as connection:
+            # The pool holds one connection: the one the reads above used.
+            assert db.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+            prepared = list(
+                connection.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars()
+            )
+            timeout = connection.exec_driver_sql("SHOW statement_timeout").scalar()
+        assert any("FROM categories" in statement for statement in prepared), prepared
+        assert timeout == "2s"
+    finally:
+        with app.app_context():
+            db.engine.dispose()

@@ -1,6 +1,9 @@
 """The PostgreSQL timeouts of the request budget reach the server, directly and through
 PgBouncer in transaction pooling mode, and only for requests.
 
+Directly (DATABASE_POOLER=none) they are session settings of a connection a request uses;
+through PgBouncer (DATABASE_POOLER=transaction) they are set per transaction.
+
 The PgBouncer fixtures are the deploy tests' (Debian's pgbouncer in transaction mode, with
 fewer server connections than clients), so each transaction may land on another server
 connection: per-transaction settings must be there every time and leak nowhere.
@@ -45,14 +48,17 @@ def database_urls(postgres_url: str, pgbouncer: dict[str, Any]) -> dict[str, str
     return {"direct": postgres_url, "pgbouncer": pgbouncer["url"]}
 
 
-@pytest.mark.parametrize("route", ["direct", "pgbouncer"])
+@pytest.mark.parametrize(
+    ("route", "pooler"),
+    [("direct", "none"), ("direct", "transaction"), ("pgbouncer", "transaction")],
+)
 def test_every_request_transaction_runs_with_the_budget_timeouts(
-    database_urls: dict[str, str], route: str
+    database_urls: dict[str, str], route: str, pooler: str
 ) -> None:
     url = database_urls[route]
     defaults = _server_defaults(url)
     assert defaults != EXPECTED  # so that seeing EXPECTED proves the app set them
-    app = build_app(url)
+    app = build_app(url, DATABASE_POOLER=pooler)
     try:
         with app.test_request_context():
             # Several transactions: behind PgBouncer they run on different server connections.
@@ -60,7 +66,11 @@ def test_every_request_transaction_runs_with_the_budget_timeouts(
                 assert _settings() == EXPECTED
         with app.app_context():  # CLI commands (migrations, seeding): the server's defaults
             assert _settings() == defaults
-        # Transaction-local: nothing stayed on a (possibly shared) server connection.
+        with app.test_request_context():  # the same pooled connection, back in a request
+            assert _settings() == EXPECTED
+        with app.app_context():
+            assert _settings() == defaults
+        # Nothing stayed on a (possibly shared) server connection.
         assert _server_defaults(url) == defaults
     finally:
         with app.app_context():
