@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,9 @@ CATALOG = "catalog"
 
 CategoryData = dict[str, Any]
 ProductData = dict[str, Any]
+# Reads return what the caller's `render` makes of the data, and cache that: a route passes
+# one that gives the final response bytes (service/representations.py).
+R = TypeVar("R")
 
 _CATEGORY_COLUMNS = ("id", "name", "description", "created_at", "updated_at")
 _PRODUCT_COLUMNS = (
@@ -54,7 +57,9 @@ def _scalars(statement: Any) -> list[Any]:
 # Categories
 
 
-def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
+def list_categories(
+    *, limit: int, cursor: str | None, render: Callable[[Page[CategoryData]], R]
+) -> R:
     scope = scope_of("categories", {})
 
     def load() -> Page[CategoryData]:
@@ -70,19 +75,21 @@ def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
         return Page([_category_data(c) for c in page.items], page.next_cursor)
 
     page, _ = cached(
-        f"categories:{generation(CATALOG)}:{limit}:{cursor}", load, name="category_list"
+        f"categories:{generation(CATALOG)}:{limit}:{cursor}",
+        lambda: render(load()),
+        name="category_list",
     )
     return page
 
 
-def get_category(*, category_id: int) -> CategoryData:
+def get_category(*, category_id: int, render: Callable[[CategoryData], R]) -> R:
     def load() -> CategoryData:
         category = db.session.get(Category, category_id)
         if category is None:
             raise NotFound(f"Category {category_id} does not exist.")
         return _category_data(category)
 
-    data, _ = cached(f"category:{category_id}", load, name="category")
+    data, _ = cached(f"category:{category_id}", lambda: render(load()), name="category")
     return data
 
 
@@ -129,7 +136,8 @@ def list_products(
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
     q: str | None = None,
-) -> Page[ProductData]:
+    render: Callable[[Page[ProductData]], R],
+) -> R:
     filters = {
         "sort": sort,
         "category_id": category_id,
@@ -163,19 +171,21 @@ def list_products(
         return Page([_product_data(p) for p in page.items], page.next_cursor)
 
     page, _ = cached(
-        f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load, name="product_list"
+        f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}",
+        lambda: render(load()),
+        name="product_list",
     )
     return page
 
 
-def get_product(*, product_id: int) -> ProductData:
+def get_product(*, product_id: int, render: Callable[[ProductData], R]) -> R:
     def load() -> ProductData:
         product = db.session.get(Product, product_id)
         if product is None:
             raise NotFound(f"Product {product_id} does not exist.")
         return _product_data(product)
 
-    data, _ = cached(f"product:{product_id}", load, name="product")
+    data, _ = cached(f"product:{product_id}", lambda: render(load()), name="product")
     return data
 
 
