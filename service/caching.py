@@ -35,7 +35,7 @@ _FAILED = object()  # the cache did not answer: a miss, counted as an error
 def _warn(operation: str, exc: Exception) -> None:
     """Log a cache failure at most once per interval, not once per request."""
     if _warning_interval.due():
-        log.warning("cache unavailable, serving from the database (%s: %s)", operation, exc)
+        log.warning("cache unavailable, answering without it (%s: %s)", operation, exc)
 
 
 def cache_get(key: str) -> Any:
@@ -58,6 +58,7 @@ def init_app(app: Flask) -> None:
             max_entries=entries,
             ttl=app.config.get("CACHE_DEFAULT_TIMEOUT", 300),
             options=app.config.get("CACHE_OPTIONS"),
+            warn=_warn,  # one warning per interval for the whole cache
         )
 
 

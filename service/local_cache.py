@@ -53,6 +53,7 @@ class LocalTier:
         ttl: float,
         options: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        warn: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -60,6 +61,7 @@ class LocalTier:
         self.ttl = ttl  # 0: as long as Redis keeps it (Flask-Caching's "never expire")
         self.options = dict(options or {})
         self._clock = clock
+        self._warn = warn or _log_warning
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._connection: AbstractConnection | None = None
         self._epoch = 0
@@ -116,7 +118,10 @@ class LocalTier:
                 return False
         try:
             while connection.can_read(timeout=0):
-                connection.read_response(push_request=True)
+                # redis-py's own read, not the breaker's (service/redis_breaker.py): losing
+                # this one connection (a CLIENT KILL) must not stop the cache and the
+                # limiter from calling Redis. Connecting does go through the breaker.
+                AbstractConnection.read_response(connection, push_request=True)
         except Exception as exc:  # a broken connection: every push since may be lost
             self._lost(exc)
             return False
@@ -160,8 +165,7 @@ class LocalTier:
         if connection is not None:
             with contextlib.suppress(Exception):  # already gone
                 connection.disconnect()
-        if _warnings.due():
-            log.warning("local cache tier off: no invalidation stream from Redis (%s)", exc)
+        self._warn("invalidation stream", exc)
 
     def _forked(self) -> None:
         # The parent's socket is not ours: forget it without closing it, start empty.
@@ -173,6 +177,13 @@ class LocalTier:
 
 
 _warnings = EveryInterval()
+
+
+def _log_warning(operation: str, exc: Exception) -> None:
+    if _warnings.due():
+        log.warning("local cache tier off: %s lost (%s)", operation, exc)
+
+
 _serials = itertools.count(1)
 _tiers: weakref.WeakSet[LocalTier] = weakref.WeakSet()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from flask import Flask
 from profiling.harness.processes import wait_until
 from service.caching import local_tier
 from service.local_cache import MISSING, LocalTier
+from service.redis_breaker import client_options, open_breakers
 from tests.conftest import build_app
 from tests.factories import Factories
 
@@ -39,7 +41,9 @@ def writer(redis_url: str) -> Iterator[redis.Redis]:
 
 def make_tier(url: str, **overrides: Any) -> LocalTier:
     settings: dict[str, Any] = {"prefix": PREFIX, "max_entries": 100, "ttl": 60.0, **overrides}
-    return LocalTier(url=url, **settings)
+    # The breaker's connection class and timeouts, as the app configures them.
+    options = client_options(url, timeout=0.25, breaker_seconds=10)
+    return LocalTier(url=url, options=options, **settings)
 
 
 def keep(tier: LocalTier, key: str, value: Any) -> None:
@@ -114,6 +118,9 @@ def test_without_its_tracking_connection_the_tier_is_emptied_and_bypassed(
     assert epoch is None, "a tier without invalidations must not be used"
     assert len(tier) == 0
     assert not tier.connected
+    # Losing this one connection is not a Redis outage: the cache and limiter keep calling it.
+    address = urlsplit(redis_url)
+    assert f"{address.hostname}:{address.port}" not in open_breakers()
 
     # It comes back by itself (after RECONNECT_SECONDS), empty.
     wait_until(lambda: tier.get("product:1")[1] is not None, timeout=10, what="reconnect")
