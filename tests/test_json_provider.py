@@ -84,9 +84,7 @@ def test_a_product_is_sent_as_its_schema_dumps_it(app: Flask, client: FlaskClien
     assert representation.body == response.data
 
 
-def test_a_star_or_a_matching_etag_gets_304_without_a_body(
-    app: Flask, client: FlaskClient
-) -> None:
+def test_a_star_or_a_matching_etag_gets_304_without_a_body(app: Flask, client: FlaskClient) -> None:
     product = Factories(app).product()
     path = f"/api/v1/products/{product.id}"
     etag = client.get(path).headers["ETag"]
