@@ -6,8 +6,10 @@ first, each for CACHE_DEFAULT_TIMEOUT seconds) and one RESP3 connection of its o
 under the prefix that changes (SET, DEL, expiry; no names on FLUSHDB, meaning all), whoever
 changed it. Pending pushes are read, without blocking, before every lookup, so a write that
 has returned is seen by the next read on any worker. Without a live tracking connection the
-tier is empty and bypassed (a missed push must never serve stale data); it tries to
-reconnect at most every RECONNECT_SECONDS.
+tier is empty and bypassed (a missed push must never serve stale data): the connection is
+checked with a PING at most every CHECK_SECONDS (a hung Redis closes nothing; the worker's
+open Redis breaker refuses the PING at once); reconnection is tried at most every
+RECONNECT_SECONDS.
 
 Not redis-py's client-side cache: redis-py 7.4 refuses Redis servers older than 7.4 (the
 project runs and tests on 7.0) and deep-copies every hit.
@@ -33,6 +35,7 @@ from service.logs import EveryInterval
 log = logging.getLogger("service.cache")
 
 RECONNECT_SECONDS = 2.0
+CHECK_SECONDS = 1.0  # how often a lookup first PINGs Redis on the tracking connection
 MISSING: Any = object()
 
 
@@ -54,6 +57,7 @@ class LocalTier:
         options: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         warn: Callable[[str, Exception], None] | None = None,
+        check_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -62,6 +66,8 @@ class LocalTier:
         self.options = dict(options or {})
         self._clock = clock
         self._warn = warn or _log_warning
+        self.check_seconds = check_seconds
+        self._next_check = 0.0
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._connection: AbstractConnection | None = None
         self._epoch = 0
@@ -117,6 +123,14 @@ class LocalTier:
             if connection is None:
                 return False
         try:
+            now = time.monotonic()
+            if now >= self._next_check:
+                # A Redis that hangs sends no FIN: without this, a worker serving only local
+                # hits would not notice, and would miss the invalidations of writes made
+                # meanwhile. redis-py reads the pushes queued before the PONG on the way.
+                self._next_check = now + self.check_seconds
+                connection.send_command("PING")  # refused at once while the breaker is open
+                AbstractConnection.read_response(connection)
             while connection.can_read(timeout=0):
                 # redis-py's own read, not the breaker's (service/redis_breaker.py): losing
                 # this one connection (a CLIENT KILL) must not stop the cache and the

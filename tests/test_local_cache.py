@@ -17,7 +17,7 @@ from flask import Flask
 from profiling.harness.processes import wait_until
 from service.caching import local_tier
 from service.local_cache import MISSING, LocalTier
-from service.redis_breaker import client_options, open_breakers
+from service.redis_breaker import breaker_for, client_options, open_breakers
 from tests.conftest import build_app
 from tests.factories import Factories
 
@@ -126,6 +126,20 @@ def test_without_its_tracking_connection_the_tier_is_emptied_and_bypassed(
     wait_until(lambda: tier.get("product:1")[1] is not None, timeout=10, what="reconnect")
     assert held(tier, "product:1") is MISSING
     assert tier.connected
+
+
+def test_an_open_redis_breaker_turns_the_tier_off(redis_url: str) -> None:
+    """The breaker opens when Redis hangs (no FIN reaches the tracking connection)."""
+    tier = make_tier(redis_url, check_seconds=0)
+    keep(tier, "product:1", "old")
+    address = urlsplit(redis_url)
+    breaker = breaker_for(f"{address.hostname}:{address.port}", 10)
+    breaker.failed(redis.TimeoutError("a test opened the breaker"))
+    try:
+        assert tier.get("product:1") == (MISSING, None)
+        assert len(tier) == 0
+    finally:
+        breaker.succeeded()
 
 
 def test_a_value_read_before_the_tracking_connection_was_lost_is_not_kept(
