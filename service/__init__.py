@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Flask
 
-from service import database, edge, health, telemetry
+from service import caching, database, edge, health, json_provider, telemetry
 from service import logs as app_logging
 from service.api import Api
 from service.auth.cli import api_keys_cli
 from service.catalog.routes import categories, products
 from service.config import load_config
-from service.extensions import cache, db, migrate
+from service.extensions import db, migrate
 from service.orders.cli import orders_cli
 from service.orders.payment_gateway import gateway_for
 from service.orders.routes import blp as orders
@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
 
     app = Flask(__name__)
+    json_provider.init_app(app)
     app.config.update(settings)
     app.config.update(
         API_TITLE="glassbox",
@@ -71,7 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     edge.init_app(app)
     database.init_app(app, db)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
-    cache.init_app(app)
+    caching.init_app(app)
     make_limiter().init_app(app)
     api = Api(app)
     _register_blueprints(api)

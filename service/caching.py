@@ -2,7 +2,9 @@
 
 Flask-Caching holds the data (Redis with REDIS_URL, in-process otherwise). Lists are
 cached under a generation token that every catalog write replaces, so one write
-invalidates every cached page at once without enumerating keys.
+invalidates every cached page at once without enumerating keys. With Redis, each worker
+also keeps what it read in a local tier that Redis's invalidation pushes keep true
+(service/local_cache.py); a local hit makes no Redis call and counts as a hit.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from flask import Flask, current_app
 from opentelemetry import trace
 
 from service.extensions import cache
+from service.local_cache import MISSING, LocalTier
 from service.logs import EveryInterval
 from service.metrics import metrics
 
@@ -23,14 +27,15 @@ T = TypeVar("T")
 log = logging.getLogger("service.cache")
 
 _warning_interval = EveryInterval()
-_MISSING = object()
+_MISSING = MISSING
+_TIER = "glassbox.local_cache"
 _FAILED = object()  # the cache did not answer: a miss, counted as an error
 
 
 def _warn(operation: str, exc: Exception) -> None:
     """Log a cache failure at most once per interval, not once per request."""
     if _warning_interval.due():
-        log.warning("cache unavailable, serving from the database (%s: %s)", operation, exc)
+        log.warning("cache unavailable, answering without it (%s: %s)", operation, exc)
 
 
 def cache_get(key: str) -> Any:
@@ -40,6 +45,45 @@ def cache_get(key: str) -> Any:
         _warn("get", exc)
         return _FAILED
     return _MISSING if value is None else value
+
+
+def init_app(app: Flask) -> None:
+    """Bind the cache, and give a Redis cache its per-worker tier (CACHE_LOCAL_ENTRIES > 0)."""
+    cache.init_app(app)
+    entries = app.config.get("CACHE_LOCAL_ENTRIES", 0)
+    if app.config.get("CACHE_TYPE") == "RedisCache" and entries > 0:
+        app.extensions[_TIER] = LocalTier(
+            url=app.config["CACHE_REDIS_URL"],
+            prefix=app.config.get("CACHE_KEY_PREFIX") or "",
+            max_entries=entries,
+            ttl=app.config.get("CACHE_DEFAULT_TIMEOUT", 300),
+            options=app.config.get("CACHE_OPTIONS"),
+            warn=_warn,  # one warning per interval for the whole cache
+        )
+
+
+def local_tier() -> LocalTier | None:
+    """This app's per-worker tier, if it has one."""
+    tier: LocalTier | None = current_app.extensions.get(_TIER)
+    return tier
+
+
+def _lookup(key: str) -> Any:
+    """The local tier first, then Redis (a Redis hit is kept locally).
+
+    A value this worker loads and SETs is not kept: Redis pushes that SET back to every
+    tracking connection, this worker's included, so it would be dropped at once.
+    """
+    tier = local_tier()
+    if tier is None:
+        return cache_get(key)
+    value, epoch = tier.get(key)
+    if value is not _MISSING:
+        return value
+    value = cache_get(key)
+    if value is not _MISSING and value is not _FAILED:
+        tier.put(key, value, epoch)
+    return value
 
 
 def cache_set(key: str, value: Any) -> None:
@@ -62,7 +106,7 @@ def cached(key: str, load: Callable[[], T], *, name: str) -> tuple[T, bool]:
     `name` labels the lookup in metrics (glassbox_cache_requests_total{cache_name}) and on
     the current span (`glassbox.cache.<name>`: hit or miss).
     """
-    value = cache_get(key)
+    value = _lookup(key)
     hit = value is not _MISSING and value is not _FAILED
     result = "hit" if hit else ("error" if value is _FAILED else "miss")
     metrics.cache_lookup(name, result)
@@ -78,7 +122,7 @@ def cached(key: str, load: Callable[[], T], *, name: str) -> tuple[T, bool]:
 
 def generation(name: str) -> str:
     """The current generation token of a family of cached lists."""
-    token = cache_get(f"gen:{name}")
+    token = _lookup(f"gen:{name}")
     if token is _MISSING or token is _FAILED:
         token = uuid.uuid4().hex
         try:

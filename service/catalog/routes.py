@@ -1,4 +1,9 @@
-"""HTTP for categories and products: parse with a schema, call the service, dump a schema."""
+"""HTTP for categories and products: parse with a schema, call the service, dump a schema.
+
+Reads answer cached representations (service/representations.py): the service caches what
+the `render` given here makes of its data, the body's bytes and ETag, so a cache hit sends
+them as they are. The decorators still describe those responses in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from service.catalog.schemas import (
     ProductSchema,
     ProductUpdateSchema,
 )
-from service.pagination import ListArgsSchema, link_headers
+from service.pagination import ListArgsSchema, Page, link_headers
+from service.representations import Representation, page_renderer, renderer, respond
 from service.version import __version__
 
 ID = "<int(min=1, max=2147483647):{}>"
@@ -30,6 +36,16 @@ def version_of(row: dict[str, Any]) -> dict[str, Any]:
     Cheaper than hashing the whole representation, and a 304 then skips serialising it.
     """
     return {"id": row["id"], "updated_at": row["updated_at"].isoformat(), "v": __version__}
+
+
+def _page_response(page: Representation) -> Any:
+    return respond(page, headers=link_headers(Page([], page.next_cursor)))
+
+
+CATEGORY = renderer(CategorySchema(), version=version_of)
+CATEGORY_PAGE = page_renderer(CategoryPageSchema())
+PRODUCT = renderer(ProductSchema(), version=version_of)
+PRODUCT_PAGE = page_renderer(ProductPageSchema())
 
 
 categories = Blueprint(
@@ -45,8 +61,7 @@ class Categories(MethodView):
     @categories.doc(operationId="listCategories")
     def get(self, args: dict[str, Any]) -> Any:
         """List categories"""
-        page = catalog.list_categories(**args)
-        return page, link_headers(page)
+        return _page_response(catalog.list_categories(**args, render=CATEGORY_PAGE))
 
     @require_api_key(categories)
     @categories.arguments(CategorySchema)
@@ -66,9 +81,7 @@ class CategoryById(MethodView):
     @categories.doc(operationId="getCategory")
     def get(self, category_id: int) -> Any:
         """Get a category"""
-        category = catalog.get_category(category_id=category_id)
-        categories.set_etag(version_of(category))
-        return category
+        return respond(catalog.get_category(category_id=category_id, render=CATEGORY))
 
     @require_api_key(categories)
     @categories.arguments(CategoryUpdateSchema)
@@ -97,8 +110,7 @@ class Products(MethodView):
     @products.doc(operationId="listProducts")
     def get(self, args: dict[str, Any]) -> Any:
         """List products, filtered and sorted, one page at a time"""
-        page = catalog.list_products(**args)
-        return page, link_headers(page)
+        return _page_response(catalog.list_products(**args, render=PRODUCT_PAGE))
 
     @require_api_key(products)
     @products.arguments(ProductSchema)
@@ -118,9 +130,7 @@ class ProductById(MethodView):
     @products.doc(operationId="getProduct")
     def get(self, product_id: int) -> Any:
         """Get a product"""
-        product = catalog.get_product(product_id=product_id)
-        products.set_etag(version_of(product))
-        return product
+        return respond(catalog.get_product(product_id=product_id, render=PRODUCT))
 
     @require_api_key(products)
     @products.arguments(ProductUpdateSchema)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,9 @@ CATALOG = "catalog"
 
 CategoryData = dict[str, Any]
 ProductData = dict[str, Any]
+# Reads return what the caller's `render` makes of the data, and cache that: a route passes
+# one that gives the final response bytes (service/representations.py).
+R = TypeVar("R")
 
 _CATEGORY_COLUMNS = ("id", "name", "description", "created_at", "updated_at")
 _PRODUCT_COLUMNS = (
@@ -56,7 +59,9 @@ def _product_data(product: Product) -> ProductData:
 # Categories
 
 
-def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
+def list_categories(
+    *, limit: int, cursor: str | None, render: Callable[[Page[CategoryData]], R]
+) -> R:
     scope = scope_of("categories", {})
 
     def load() -> Page[CategoryData]:
@@ -72,19 +77,21 @@ def list_categories(*, limit: int, cursor: str | None) -> Page[CategoryData]:
         return Page([dict(c) for c in page.items], page.next_cursor)
 
     page, _ = cached(
-        f"categories:{generation(CATALOG)}:{limit}:{cursor}", load, name="category_list"
+        f"categories:{generation(CATALOG)}:{limit}:{cursor}",
+        lambda: render(load()),
+        name="category_list",
     )
     return page
 
 
-def get_category(*, category_id: int) -> CategoryData:
+def get_category(*, category_id: int, render: Callable[[CategoryData], R]) -> R:
     def load() -> CategoryData:
         rows = read_rows(_CATEGORY_BY_ID, {"id": category_id})
         if not rows:
             raise NotFound(f"Category {category_id} does not exist.")
         return dict(rows[0])
 
-    data, _ = cached(f"category:{category_id}", load, name="category")
+    data, _ = cached(f"category:{category_id}", lambda: render(load()), name="category")
     return data
 
 
@@ -131,7 +138,8 @@ def list_products(
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
     q: str | None = None,
-) -> Page[ProductData]:
+    render: Callable[[Page[ProductData]], R],
+) -> R:
     filters = {
         "sort": sort,
         "category_id": category_id,
@@ -165,19 +173,21 @@ def list_products(
         return Page([dict(p) for p in page.items], page.next_cursor)
 
     page, _ = cached(
-        f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}", load, name="product_list"
+        f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}",
+        lambda: render(load()),
+        name="product_list",
     )
     return page
 
 
-def get_product(*, product_id: int) -> ProductData:
+def get_product(*, product_id: int, render: Callable[[ProductData], R]) -> R:
     def load() -> ProductData:
         rows = read_rows(_PRODUCT_BY_ID, {"id": product_id})
         if not rows:
             raise NotFound(f"Product {product_id} does not exist.")
         return dict(rows[0])
 
-    data, _ = cached(f"product:{product_id}", load, name="product")
+    data, _ = cached(f"product:{product_id}", lambda: render(load()), name="product")
     return data
 
 

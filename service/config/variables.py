@@ -125,6 +125,13 @@ VARIABLES: tuple[Variable, ...] = (
         _int(0, 86400),
         "seconds a cached product or category read lives",
     ),
+    Variable(
+        "CACHE_LOCAL_ENTRIES",
+        "10000",
+        _int(0, 10_000_000),
+        "cached reads each worker also keeps in memory, kept true by Redis invalidation "
+        "pushes (only with REDIS_URL); 0: off",
+    ),
     Variable("RATELIMIT_ENABLED", "true", _bool, "switch rate limiting on or off"),
     Variable(
         "RATELIMIT_DEFAULT",
