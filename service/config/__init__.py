@@ -195,7 +195,9 @@ def load_config(
         "PAYMENTS_BUDGET": budget["payments_total"],
         "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
         "CACHE_REDIS_URL": redis_url or None,
-        "CACHE_KEY_PREFIX": "glassbox:cache:",
+        # The version changes with the shape of cached values (2: final response bytes), so
+        # that the old and new workers of a rolling deploy never read each other's values.
+        "CACHE_KEY_PREFIX": "glassbox:cache:2:",
         # Short timeouts, no retries and a circuit breaker (service/redis_breaker.py): a hung
         # Redis costs a worker one REDIS_TIMEOUT, then nothing for REDIS_BREAKER_SECONDS.
         "CACHE_OPTIONS": _redis_options(redis_url, values) if redis_url else None,
