@@ -96,6 +96,7 @@ def worker_exit(server: Any, worker: Any) -> None:
 # problem+json, takes a connection only while a thread is free (the stock one let one
 # worker take every kept-alive connection), and on SIGTERM it also serves the connections
 # queued on the listening socket instead of leaving them to be reset
-# (service/gunicorn_worker.py). `--worker-class service.gunicorn_worker.DrainingSyncWorker`
-# is the one-request-per-process model it replaced.
+# (service/gunicorn_worker.py). The one-request-per-process model it replaced: WEB_THREADS=1
+# and `--worker-class service.gunicorn_worker.DrainingSyncWorker` (with more threads,
+# gunicorn swaps a class named *SyncWorker for its own gthread worker).
 worker_class = "service.gunicorn_worker.DrainingThreadWorker"
