@@ -1,9 +1,9 @@
 """gunicorn settings for `make serve` and the container: `gunicorn -c python:service.gunicorn_conf`.
 
-Read by gunicorn, not by the app: HOST, PORT, WEB_CONCURRENCY and PROMETHEUS_MULTIPROC_DIR
-come from the environment. The app is not preloaded: each worker runs `create_app` after
-the fork, so OpenTelemetry's providers and export threads are per worker
-(service/telemetry/setup.py).
+Read by gunicorn, not by the app: HOST, PORT, WEB_CONCURRENCY, WEB_THREADS and
+PROMETHEUS_MULTIPROC_DIR come from the environment. The app is not preloaded: each worker
+runs `create_app` after the fork, so OpenTelemetry's providers and export threads are per
+worker (service/telemetry/setup.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,19 @@ from service.logs import SERVICE_NAME, ContextFilter, json_formatter
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Sync workers: one request per process at a time, balanced by the kernel. gthread with
-# keep-alive starved a worker in 8 of 50 runs on 2 cores (one took all 32 connections).
-worker_class = "sync"
+# Threaded workers that keep connections alive (worker_class at the end of this file): a
+# client or proxy reuses its connection instead of a TCP handshake per request, and a
+# worker waiting on PostgreSQL or Redis serves another request meanwhile. Each worker runs
+# up to `threads` requests at once, so DATABASE_POOL_SIZE must be at least WEB_THREADS
+# (docs/deploy.md has the measurements behind the choice).
+threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 25
-keepalive = 2
-# The app writes one JSON access line per request; gunicorn's own would be a duplicate.
+keepalive = 5  # seconds an idle connection is kept; under a proxy's idle timeout (60 s)
+# The app writes one JSON access line per request; gunicorn's own would be a duplicate, and
+# its logger would still compute the line's atoms for every request (service/gunicorn_worker.py).
 accesslog = None
+logger_class = "service.gunicorn_worker.NoAccessLogger"
 errorlog = "-"
 # No control socket: nothing here uses it, and its default path ($HOME/.gunicorn) is shared
 # by every gunicorn of the user and unwritable with a read-only root filesystem.
@@ -87,7 +92,11 @@ def worker_exit(server: Any, worker: Any) -> None:
     telemetry.shutdown()
 
 
-# The sync worker, but it answers the requests its HTTP parser refuses as problem+json, and
-# on SIGTERM it also serves the connections already queued on the listening socket instead
-# of leaving them to be reset (service/gunicorn_worker.py).
-worker_class = "service.gunicorn_worker.DrainingSyncWorker"
+# gunicorn's gthread worker, but it answers the requests its HTTP parser refuses as
+# problem+json, takes a connection only while a thread is free (the stock one let one
+# worker take every kept-alive connection), and on SIGTERM it also serves the connections
+# queued on the listening socket instead of leaving them to be reset
+# (service/gunicorn_worker.py). The one-request-per-process model it replaced: WEB_THREADS=1
+# and `--worker-class service.gunicorn_worker.DrainingSyncWorker` (with more threads,
+# gunicorn swaps a class named *SyncWorker for its own gthread worker).
+worker_class = "service.gunicorn_worker.DrainingThreadWorker"

@@ -23,12 +23,15 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.http import errors as parse_errors
 from gunicorn.workers.base import Worker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 from service.edge import security_headers
@@ -189,6 +192,37 @@ def answer_with_problem(
         worker.log.debug("Failed to send error message.")
 
 
+class NoAccessLogger(Logger):
+    """gunicorn's logger without its access log: the app writes one JSON line per request
+    (service/logs.py). gunicorn's `Logger.access` computes the access-log atoms for every
+    request whenever `logconfig_dict` is set, even with `accesslog = None`: about 6% of a
+    worker's time on a cached read (py-spy)."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+def accept_queued(listener: socket.socket, deadline: float) -> Iterator[tuple[Any, Any]]:
+    """The connections already queued on `listener`, until none is left or `deadline`."""
+    listener.setblocking(False)
+    while time.monotonic() < deadline:
+        try:
+            client, address = listener.accept()
+        except OSError as error:
+            if error.errno == errno.ECONNABORTED:
+                continue  # that client gave up; others may be queued
+            if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return  # nothing queued any more
+            raise
+        client.setblocking(True)
+        util.close_on_exec(client)
+        yield client, address
+
+
 class DrainingSyncWorker(SyncWorker):
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer_with_problem(self, req, client, addr, exc)
@@ -199,20 +233,75 @@ class DrainingSyncWorker(SyncWorker):
 
     def drain(self, *, deadline: float) -> None:
         for listener in self.sockets:
-            listener.setblocking(False)
-            while time.monotonic() < deadline:
-                try:
-                    client, address = listener.accept()
-                except OSError as error:
-                    if error.errno == errno.ECONNABORTED:
-                        continue  # that client gave up; others may be queued
-                    if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        break  # nothing queued any more
-                    raise
+            for client, address in accept_queued(listener, deadline):
                 self.notify()  # still alive, for the master's timeout check
-                client.setblocking(True)
-                util.close_on_exec(client)
                 self.handle(listener, client, address)
             # Close at once: a connection queued between the last accept and the exit of
             # this process would be reset; once every copy is closed, new ones are refused.
+            listener.close()
+
+
+class DrainingThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker (threads, connections kept alive), plus:
+
+    * problem+json for the parser's refusals, as DrainingSyncWorker;
+    * balance: it takes a new connection only while one of its threads is free. The stock
+      worker accepts until `worker_connections` (1000): with keep-alive, the worker whose
+      poll woke first took every connection of a burst and kept them (measured here: one
+      of two workers served all requests in 3 of 12 wrk runs, docs/deploy.md);
+    * on SIGTERM it goes on taking queued and new connections while requests are in
+      flight (up to half of graceful_timeout), answers them with `Connection: close`, then
+      serves what is still queued before it closes the socket, as DrainingSyncWorker.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.busy = 0  # connections handed to the thread pool and not yet back
+        self.drain_deadline = 0.0
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        answer_with_problem(self, req, client, addr, exc)
+
+    # The main thread runs all three (the pool's results come back through its poller).
+
+    def enqueue_req(self, conn: Any) -> None:
+        self.busy += 1
+        super().enqueue_req(conn)
+        self._open_or_close_door()
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        self.busy -= 1
+        super().finish_request(conn, fs)
+        self._open_or_close_door()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # run() calls this to open at start and to close when it stops; the door decides.
+        if not self.alive and not self.drain_deadline:
+            self.drain_deadline = time.monotonic() + self.cfg.graceful_timeout / 2
+        self._open_or_close_door()
+
+    def _open_or_close_door(self) -> None:
+        taking = self.alive or time.monotonic() < self.drain_deadline
+        room = self.nr_conns < self.worker_connections and self.busy < self.cfg.threads
+        super().set_accept_enabled(taking and room)
+
+    def murder_pending(self) -> None:
+        super().murder_pending()  # run() calls this once per turn of its loop, stopping too
+        if not self.alive:
+            self._open_or_close_door()  # closes once the drain deadline has passed
+
+    def run(self) -> None:
+        # run() closes its listeners at the end; these copies keep the socket open (the
+        # kernel goes on queueing connections) until the last queued one is taken below.
+        copies = [(listener.dup(), listener.getsockname()) for listener in self.sockets]
+        super().run()  # returns when nothing is in flight any more, or graceful_timeout
+        deadline = max(self.drain_deadline, time.monotonic() + 1)
+        for listener, name in copies:
+            # The thread pool is shut down: what arrived in the last instant is served here.
+            for client, address in accept_queued(listener, deadline):
+                self.notify()
+                conn = TConn(self.cfg, client, address, name)
+                conn.data_ready = True  # nothing to wait for in a poller that is closed
+                self.handle(conn)
+                conn.close()
             listener.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -231,6 +232,8 @@ class Metrics:
         self._runtime_next = 0.0
         self._active: dict[str, int] = {}
         self._cache: dict[tuple[str, str], int] = {}
+        # gunicorn's threaded workers update these from several threads at once.
+        self._counts_lock = threading.Lock()
 
     # set-up
 
@@ -313,7 +316,8 @@ class Metrics:
     def active_requests(self, method: str, delta: int) -> None:
         if self._prom:
             self._prom[ACTIVE_REQUESTS.name].labels(method).inc(delta)
-        self._active[method] = self._active.get(method, 0) + delta
+        with self._counts_lock:
+            self._active[method] = self._active.get(method, 0) + delta
 
     def _observe_active(self, _: Any) -> list[Any]:
         from opentelemetry.metrics import Observation
@@ -345,7 +349,8 @@ class Metrics:
         if self._prom:
             self._prom[CACHE_REQUESTS.name].labels(cache_name, result).inc()
         key = (cache_name, result)
-        self._cache[key] = self._cache.get(key, 0) + 1
+        with self._counts_lock:
+            self._cache[key] = self._cache.get(key, 0) + 1
 
     def _observe_cache(self, _: Any) -> list[Any]:
         from opentelemetry.metrics import Observation
@@ -377,7 +382,17 @@ class Metrics:
         now = time.monotonic()
         if now < self._runtime_next or not self._prom:
             return
-        self._runtime_next = now + _RUNTIME_REFRESH_SECONDS
+        # One thread at a time: two would both add the same delta.
+        if not self._counts_lock.acquire(blocking=False):
+            return
+        try:
+            if now >= self._runtime_next:
+                self._runtime_next = now + _RUNTIME_REFRESH_SECONDS
+                self._record_runtime()
+        finally:
+            self._counts_lock.release()
+
+    def _record_runtime(self) -> None:
         times = os.times()
         current = {"user": times.user, "system": times.system}
         for generation, stats in enumerate(gc.get_stats()):

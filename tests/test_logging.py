@@ -104,3 +104,25 @@ def test_development_logs_on_a_terminal_are_console_lines(sqlite_url: str) -> No
     assert lines, output
     assert all(not line.lstrip().startswith("{") for line in lines), lines
     assert re.match(r"\d\d:\d\d:\d\d INFO +alembic\.runtime\.migration  ", lines[0]), lines
+
+
+def test_gunicorn_writes_no_access_line_and_computes_none() -> None:
+    # The app writes its own line; gunicorn's logger would still build the access-log
+    # atoms for every request, because a logconfig_dict is set.
+    from gunicorn.config import Config
+
+    from service import gunicorn_conf
+    from service.gunicorn_worker import NoAccessLogger
+
+    config = Config()
+    for name in ("logger_class", "logconfig_dict", "accesslog"):
+        config.set(name, getattr(gunicorn_conf, name))
+    assert config.logger_class is NoAccessLogger
+    logger = NoAccessLogger(config)
+    assert not logger.access_log_enabled
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"the access log read {name}")
+
+    logger.access(Untouchable(), Untouchable(), {}, Untouchable())

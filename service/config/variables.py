@@ -226,6 +226,12 @@ SERVER_VARIABLES: tuple[Variable, ...] = (
     Variable("HOST", "127.0.0.1", _text, "address `make run` and `make serve` bind to"),
     Variable("PORT", "8000", _int(1, 65535), "port of the API"),
     Variable("WEB_CONCURRENCY", "2", _int(1, 64), "gunicorn worker processes (`make serve`)"),
+    Variable(
+        "WEB_THREADS",
+        "4",
+        _int(1, 64),
+        "request threads per gunicorn worker; keep DATABASE_POOL_SIZE at least this",
+    ),
     Variable("PAYMENTS_PORT", "8001", _int(1, 65535), "port of the payments service (make)"),
     Variable(
         "PROMETHEUS_MULTIPROC_DIR",

@@ -346,6 +346,17 @@ def test_production_settings(rendered: dict[str, list[dict[str, Any]]], overlay:
     assert all("<" in value for value in template["stringData"].values())
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_request_thread_can_have_a_database_connection(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    # A worker runs WEB_THREADS requests at once (service/gunicorn_conf.py): with fewer
+    # pooled connections, requests would wait for one, then answer 503.
+    api = _config_map(rendered[overlay], "glassbox-api")
+    assert int(api["DATABASE_POOL_SIZE"]) >= int(api["WEB_THREADS"]) >= 1
+    assert int(api["WEB_CONCURRENCY"]) >= 1
+
+
 @pytest.mark.parametrize(
     ("source", "copy"),
     [

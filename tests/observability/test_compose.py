@@ -228,6 +228,9 @@ def test_gunicorn_runs_several_workers_with_a_metrics_folder_on_tmpfs(
         # The healthcheck asks the port the service listens on.
         assert "os.environ['PORT']" in " ".join(service["healthcheck"]["test"])
     assert services["payments"]["command"][3] == "service.payments:create_app()"
+    # Each worker runs WEB_THREADS requests at once, each may need a pooled connection.
+    api = services["api"]["environment"]
+    assert int(api["DATABASE_POOL_SIZE"]) >= int(api["WEB_THREADS"]) >= 1
 
 
 def test_images_are_pinned(services: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from tests.reliability.conftest import StartServer
 from tests.reliability.servers import GunicornServer, wait_until
 
 SLOW_MS = 3000
+WORKERS = 2
+THREADS = 2  # request threads per worker (WEB_THREADS)
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -46,10 +48,12 @@ def _established(server: GunicornServer) -> list[str]:
 
 def connections_held_by_workers(server: GunicornServer) -> int:
     """Established connections to the server that a worker has accepted."""
-    held = set()
-    for pid in server.worker_pids():
-        held |= _socket_inodes(pid)
-    return sum(1 for inode in _established(server) if inode in held)
+    return sum(connections_held_by_each_worker(server).values())
+
+
+def connections_held_by_each_worker(server: GunicornServer) -> dict[int, int]:
+    established = set(_established(server))
+    return {pid: len(_socket_inodes(pid) & established) for pid in server.worker_pids()}
 
 
 def connections_queued(server: GunicornServer) -> int:
@@ -62,7 +66,11 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
 ) -> None:
     # A budget past the slow reports (the default 5 s gives SQL 2 s: statement_timeout).
     server = gunicorn_server(
-        DATABASE_URL=server_database, REPORTS_SQL_DELAY_MS=str(SLOW_MS), REQUEST_BUDGET="10"
+        DATABASE_URL=server_database,
+        REPORTS_SQL_DELAY_MS=str(SLOW_MS),
+        REQUEST_BUDGET="10",
+        WEB_CONCURRENCY=str(WORKERS),
+        WEB_THREADS=str(THREADS),
     )
     results: dict[str, Any] = {}
 
@@ -78,9 +86,15 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
         thread.start()
         return thread
 
-    threads = [start(f"report {n}", "/api/v1/reports/sales") for n in range(2)]
-    # Both workers are inside a slow report...
-    wait_until(lambda: connections_held_by_workers(server) == 2, timeout=30, what="2 reports")
+    busy = WORKERS * THREADS
+    threads = [start(f"report {n}", "/api/v1/reports/sales") for n in range(busy)]
+    # Every thread of both workers is inside a slow report...
+    wait_until(
+        lambda: connections_held_by_workers(server) == busy, timeout=30, what=f"{busy} reports"
+    )
+    # ...each worker as many as it has threads: a worker whose threads are all busy leaves
+    # new connections to the others (gunicorn's own gthread worker takes up to 1000).
+    assert sorted(connections_held_by_each_worker(server).values()) == [THREADS] * WORKERS
     # ...and three more requests wait in the listening socket's queue.
     threads += [start(f"queued {n}", "/api/v1/categories") for n in range(3)]
     wait_until(lambda: connections_queued(server) == 3, timeout=30, what="3 queued requests")
@@ -92,7 +106,7 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
     for thread in threads:
         thread.join(timeout=60)
     assert results == dict.fromkeys(results, 200)
-    assert len(results) == 8
+    assert len(results) == busy + 6
     assert server.wait(timeout=60) == 0
 
     messages = [record.get("message", "") for record in server.log_records()]
