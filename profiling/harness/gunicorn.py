@@ -43,7 +43,8 @@ class GunicornServer:
     """`gunicorn -c python:service.gunicorn_conf [app]` on 127.0.0.1, output captured to a file.
 
     `env` is the server's whole environment (HOST and PORT are added); `app` replaces the
-    config's wsgi_app (the payments service, a bench baseline).
+    config's wsgi_app (the payments service, a bench baseline); `cwd` is where it runs and
+    imports `service` from (another commit's files, for the bench's before variants).
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class GunicornServer:
         app: str | None = None,
         *,
         port: int | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.app = app
+        self.cwd = cwd
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -67,7 +70,7 @@ class GunicornServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and config
                 self.command(),
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
