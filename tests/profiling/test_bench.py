@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from flask import Flask
 
 from profiling import bench, bench_report
 from profiling.bench_report import Run
-from profiling.bench_variants import VARIANTS
+from profiling.bench_variants import LEVERS, VARIANTS, expand
+from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
 
 
@@ -29,6 +32,118 @@ def test_ratios_pair_runs_of_the_same_round() -> None:
     ]  # fmt: skip
     assert bench_report.paired_ratio(runs, "b", "a", "rps") == pytest.approx(0.6)
     assert bench_report.paired_ratio(runs, "c", "a", "rps") is None
+
+
+def test_round_ratios_are_listed_in_round_order() -> None:
+    runs = [run("a", 1, 100), run("b", 1, 70), run("b", 0, 50), run("a", 0, 100)]
+    assert bench_report.round_ratios(runs, "b", "a", "rps") == pytest.approx([0.5, 0.7])
+
+
+def test_the_lever_table_prints_each_lever_with_and_without_per_round() -> None:
+    runs = []
+    for round_, limited in enumerate((50, 60, 70)):
+        runs += [run("product_cached", round_, 100), run("product_cached_limited", round_, limited)]
+        runs += [run("product_cached_sync", round_, 80)]
+    rows = bench_report.lever_rows(runs)
+    # Only the levers whose two variants ran; the ratio is with / without.
+    assert [(r["lever"], r["with"], r["without"]) for r in rows] == [
+        ("server (default / old sync)", "product_cached", "product_cached_sync"),
+        ("rate limiter (Redis)", "product_cached_limited", "product_cached"),
+    ]
+    assert rows[1]["ratios"] == pytest.approx([0.5, 0.6, 0.7])
+    assert rows[1]["median"] == pytest.approx(0.6)
+
+    printed = bench_report.format_report({}, runs, [], [])
+    assert re.search(
+        r"^  rate limiter \(Redis\) +product_cached_limited +product_cached +0\.50 0\.60 0\.70 "
+        r"+0\.60$",
+        printed,
+        re.MULTILINE,
+    )
+    assert re.search(
+        r"^  server \(default / old sync\) .* 1\.25 1\.25 1\.25 +1\.25$", printed, re.M
+    )
+
+
+def test_every_lever_names_two_variants_that_exist() -> None:
+    names = {v.name for v in VARIANTS}
+    for lever in LEVERS:
+        assert {lever.on, lever.off} <= names, lever
+        assert lever.on != lever.off
+
+
+def test_groups_expand_to_their_variants_once_each() -> None:
+    names = expand(["levers", "product_cached", "before"])
+    assert len(names) == len(set(names))
+    assert {"product_cached_limited", "product_uncached_pooler_tx", "before_list_first"} <= set(
+        names
+    )
+    assert {"peer_product", "peer_list_first"} <= set(names)  # the before/after table's / peer
+
+
+def test_the_before_after_table_pairs_each_goal_read_with_its_baseline() -> None:
+    kinds = [v for v in VARIANTS if v.name in {"peer_product", "product_cached"}]
+    kinds += [v for v in VARIANTS if v.name == "before_product_cached"]
+    runs = []
+    for round_, after in enumerate((900, 1100)):
+        runs += [run("peer_product", round_, 1000), run("before_product_cached", round_, 300)]
+        runs += [run("product_cached", round_, after)]
+    table = bench_report.summarise(runs, kinds)
+    rows = bench_report.before_after_rows(runs, table, kinds)
+
+    assert len(rows) == 1  # the uncached read and the first page did not run
+    row = rows[0]
+    assert row["before_to_peer"] == pytest.approx(0.3)
+    assert row["after_to_peer"] == pytest.approx(1.0)
+    assert row["goal_to_peer"] == 1.0
+    assert row["after_over_before_per_round"] == pytest.approx([3.0, 1100 / 300])
+    printed = bench_report.format_report(
+        table, runs, [], kinds, before_after=rows, baseline="v0 (abc)"
+    )
+    assert "before → after (before: glassbox at v0 (abc)" in printed
+    assert re.search(
+        r"^  cached read +300 +0\.30 +1000 +1\.00 +1\.00 +3\.33$", printed, re.MULTILINE
+    )
+
+
+def test_a_commit_is_extracted_importable_and_removed(tmp_path: Path) -> None:
+    commit = commit_of("HEAD")
+    assert commit is not None
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
+    with extracted_tree(commit) as tree:
+        assert (tree / "service" / "gunicorn_conf.py").is_file()
+        assert (tree / "profiling" / "bench_apps.py").is_file()
+        # Run as the bench runs a before_* server: its `service` is the extracted one.
+        found = subprocess.run(
+            [sys.executable, "-c", "import service, profiling.bench_apps; print(service.__file__)"],
+            cwd=tmp_path,
+            env={**tree_env(tree), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert Path(found.stdout.strip()) == tree / "service" / "__init__.py"
+    assert not tree.exists()
+
+
+def test_a_missing_baseline_ref_skips_the_before_variants_and_says_so(
+    wrk: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "no-such-ref-for-the-bench"
+    assert commit_of(missing) is None
+    asked = ["--variants", "bare_wsgi,before_product_cached", "--baseline-ref", missing]
+    short = ["--seconds", "1", "--rounds", "1", "--warmup", "1", "--out", str(tmp_path)]
+    assert bench.main([*asked, *short]) == 0
+
+    printed = capsys.readouterr().out
+    assert f"the baseline ref '{missing}' is not a commit of this repository" in printed
+    assert "skipping before_product_cached" in printed
+    result = json.loads((tmp_path / "bench-latest.json").read_text())
+    assert list(result["summary"]) == ["bare_wsgi"]
+    assert result["baseline"]["commit"] is None
+    assert result["before_after"] == []
+    assert not (tmp_path / "bench-latest-before-after.png").exists()
 
 
 def test_targets_pass_fail_and_skip() -> None:
@@ -97,9 +212,15 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
     # The half-rate variant is measured on product_cached's server: asking for it starts that.
     asked = ["peer_product", "peer_list_first", "product_cached_half_rate", "list_first"]
     asked += ["list_deep", "product_cached_granian", "product_cached_profiled"]
+    # A lever, and the cached read before: this checkout's own commit stands for the baseline
+    # (any clone has it; the default ref may be missing from a shallow one).
+    asked += ["product_cached_limited", "before_product_cached"]
     settings = ["--products", "300", "--seconds", "1", "--rounds", "2", "--warmup", "1"]
     services = ["--database-url", postgres_url, "--redis-url", redis_url]
-    code = bench.main(["--variants", ",".join(asked), *settings, *services, "--out", str(tmp_path)])
+    baseline = ["--baseline-ref", "HEAD"]
+    code = bench.main(
+        ["--variants", ",".join(asked), *settings, *services, *baseline, "--out", str(tmp_path)]
+    )
 
     assert code == 0
     names = [v.name for v in VARIANTS if v.name in {*asked, "product_cached"}]
@@ -130,3 +251,30 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
     printed = capsys.readouterr().out
     assert re.search(r"^  (PASS|FAIL) .* first page / peer's first page", printed, re.MULTILINE)
     assert re.search(r"^list_first +\d+ .*\d\.\d\d", printed, re.MULTILINE)
+    # The lever table: with / without in each of the two rounds, then the median.
+    ratio = r"\d+\.\d\d"
+    for lever, on in (
+        ("rate limiter", "product_cached_limited"),
+        ("continuous profiling", "product_cached_profiled"),
+    ):
+        assert re.search(
+            rf"^  {lever}.* {on} +product_cached +{ratio} {ratio} +{ratio}$", printed, re.M
+        ), lever
+    levers = {(r["with"], r["without"]): r for r in result["levers"]}
+    assert len(levers["product_cached_limited", "product_cached"]["ratios"]) == 2
+    # Before and after: the baseline commit served beside this checkout, from a removed copy.
+    assert re.fullmatch(r"[0-9a-f]{40}", result["baseline"]["commit"])
+    assert result["variants"]["before_product_cached"]["before"] is True
+    assert len(result["memory_mb"]["before_product_cached"]) == 2
+    assert re.search(
+        rf"^  cached read +\d+ +{ratio} +\d+ +{ratio} +1\.00 +{ratio}$", printed, re.MULTILINE
+    )
+    [row] = result["before_after"]
+    assert (row["before"], row["after"], row["peer"]) == (
+        "before_product_cached",
+        "product_cached",
+        "peer_product",
+    )
+    assert row["after_over_before"] > 0
+    assert len(row["after_over_before_per_round"]) == 2
+    assert (tmp_path / "bench-latest-before-after.png").read_bytes()[:4] == b"\x89PNG"
