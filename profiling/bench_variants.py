@@ -46,8 +46,11 @@ GTHREAD = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive
 PROFILED = {"PYROSCOPE_SERVER_ADDRESS": "{sink}"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
 # The levers of issue 12's redesign, each switched off against the default (LEVERS below).
-# The worker model before it: sync, one connection per request (the name it had then).
-OLD_SYNC = {"GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingSyncWorker"}
+# The worker model before it: sync, one connection per request (the name it had then). One
+# thread: gunicorn silently runs gthread instead of a sync worker when `threads` > 1.
+OLD_SYNC = {
+    "GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingSyncWorker --threads 1"
+}
 NO_LOCAL_TIER = {"CACHE_LOCAL_ENTRIES": "0"}  # Redis only, no per-worker tier in front
 POOLER_SAFE = {"DATABASE_POOLER": "transaction"}  # the PgBouncer-safe path, not direct
 # The limiter on with a limit no run reaches: what remains is its storage round trip per

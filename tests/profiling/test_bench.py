@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import urllib.request
@@ -12,10 +13,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from gunicorn.config import Config
 
 from profiling import bench, bench_report
 from profiling.bench_report import Run
-from profiling.bench_variants import LEVERS, VARIANTS, expand
+from profiling.bench_variants import LEVERS, OLD_SYNC, VARIANTS, expand
 from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
 
@@ -70,6 +72,18 @@ def test_every_lever_names_two_variants_that_exist() -> None:
     for lever in LEVERS:
         assert {lever.on, lever.off} <= names, lever
         assert lever.on != lever.off
+
+
+def test_the_old_server_lever_is_a_sync_worker_whatever_threads_the_config_sets() -> None:
+    # As gunicorn applies GUNICORN_CMD_ARGS over a config file (BaseApplication.load_config).
+    config = Config()
+    config.set("worker_class", "gthread")
+    config.set("threads", 4)
+    args = config.parser().parse_args(shlex.split(OLD_SYNC["GUNICORN_CMD_ARGS"]))
+    for name, value in vars(args).items():
+        if value is not None and name != "args":
+            config.set(name.lower(), value)
+    assert config.worker_class_str == "service.gunicorn_worker.DrainingSyncWorker"
 
 
 def test_groups_expand_to_their_variants_once_each() -> None:
