@@ -75,6 +75,9 @@ PEER_FIRST_PAGE = "peer_list_first"
 # a paced request while requests sent on other connections queued behind it.
 HALF_RATE = 0.5
 
+# The order of a round (reversed in every other one). A variant sits next to those it is
+# compared with: throughput drifts within a round on a loaded machine. Identical code
+# measured 1.05-1.67x apart when 20 places apart (two runs), 0.98-0.99x when neighbours.
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare_wsgi", "/", app="profiling.bench_apps:bare_wsgi", description="ceiling"),
     Variant("flask_hello", "/", app="profiling.bench_apps:hello_app()", description="Flask"),
@@ -83,9 +86,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("peer_product_otel_10", PRODUCT, ids="all", server="peer", peer_sampling=0.1),
     Variant("peer_product_otel_100", PRODUCT, ids="all", server="peer", peer_sampling=1.0),
     Variant("product_cached", PRODUCT, ids="hot", description="Redis hit, telemetry default"),
+    # glassbox before the redesign, beside today's code in the same rounds (BEFORE_AFTER).
+    Variant("before_product_cached", PRODUCT, app=BEFORE_CACHED_APP, ids="hot", before=True),
     Variant("product_cached_otel_off", PRODUCT, OTEL_OFF, ids="hot"),
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
     Variant("product_cached_profiled", PRODUCT, PROFILED, ids="hot", description="Pyroscope on"),
+    # Each lever off, the rest as in the default variant it is compared with (LEVERS).
+    Variant("product_cached_sync", PRODUCT, OLD_SYNC, ids="hot", description="old server"),
+    Variant("product_cached_no_local", PRODUCT, NO_LOCAL_TIER, ids="hot", description="Redis only"),
+    Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="limiter on"),
     Variant("product_cached_gthread", PRODUCT, GTHREAD, ids="hot", description="keep-alive"),
     Variant("product_cached_granian", PRODUCT, ids="hot", server="granian"),
     Variant(
@@ -96,8 +105,13 @@ VARIANTS: tuple[Variant, ...] = (
         pace=HALF_RATE,
     ),
     Variant("product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", "SQL, telemetry default"),
+    Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
     Variant("product_uncached_otel_100", PRODUCT, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP, "all"),
+    Variant("product_uncached_sync", PRODUCT, {**NO_CACHE, **OLD_SYNC}, UNCACHED_APP, "all"),
+    Variant(
+        "product_uncached_pooler_tx", PRODUCT, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP, "all"
+    ),
     Variant(
         "product_uncached_half_rate",
         PRODUCT,
@@ -106,23 +120,12 @@ VARIANTS: tuple[Variant, ...] = (
         pace=HALF_RATE,
     ),
     Variant("list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, description="first page, SQL"),
+    Variant("before_list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, before=True),
     Variant("list_first_otel_off", FIRST_PAGE, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP),
     Variant("list_first_otel_100", FIRST_PAGE, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP),
+    Variant("list_first_pooler_tx", FIRST_PAGE, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP),
     # The path is completed with a cursor deep in the list once the database is ready.
     Variant("list_deep", FIRST_PAGE + "&cursor=", NO_CACHE, UNCACHED_APP, description="keyset"),
-    # Each lever off, the rest as in the default variant it is compared with (LEVERS).
-    Variant("product_cached_sync", PRODUCT, OLD_SYNC, ids="hot", description="old server"),
-    Variant("product_uncached_sync", PRODUCT, {**NO_CACHE, **OLD_SYNC}, UNCACHED_APP, "all"),
-    Variant("product_cached_no_local", PRODUCT, NO_LOCAL_TIER, ids="hot", description="Redis only"),
-    Variant(
-        "product_uncached_pooler_tx", PRODUCT, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP, "all"
-    ),
-    Variant("list_first_pooler_tx", FIRST_PAGE, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP),
-    Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="limiter on"),
-    # glassbox before the redesign, beside today's code in the same rounds (BEFORE_AFTER).
-    Variant("before_product_cached", PRODUCT, app=BEFORE_CACHED_APP, ids="hot", before=True),
-    Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
-    Variant("before_list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, before=True),
 )
 
 
