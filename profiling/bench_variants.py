@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-HOT_IDS = 100  # the cached variants read the first 100 products: all stay in Redis
+HOT_IDS = 100  # the cached variants read the first 100 products, read once before each run
 
 
 @dataclass(frozen=True)

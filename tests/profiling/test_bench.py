@@ -7,7 +7,9 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from gunicorn.config import Config
 
 from profiling import bench, bench_report
 from profiling.bench_report import Run
-from profiling.bench_variants import LEVERS, OLD_SYNC, VARIANTS, expand
+from profiling.bench_variants import HOT_IDS, LEVERS, OLD_SYNC, VARIANTS, expand
 from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
 
@@ -158,6 +160,52 @@ def test_a_missing_baseline_ref_skips_the_before_variants_and_says_so(
     assert result["baseline"]["commit"] is None
     assert result["before_after"] == []
     assert not (tmp_path / "bench-latest-before-after.png").exists()
+
+
+class _CountingServer:
+    """A stand-in bench server that answers every GET with {} and remembers the paths."""
+
+    def __init__(self) -> None:
+        seen: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.seen = seen
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}{path}"
+
+    def worker_pids(self) -> set[int]:
+        return set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_a_cached_variant_reads_each_hot_id_once_before_its_run() -> None:
+    server = _CountingServer()
+    catalog = bench.Catalog(min_id=5, max_id=900, count=896, deep_cursor="", deep_first_id=0)
+    by_name = {v.name: v for v in VARIANTS}
+    try:
+        bench.prime_cache(by_name["before_product_cached"], server, catalog)
+        assert server.seen == [f"/api/v1/products/{i}" for i in range(5, 5 + HOT_IDS)]
+        server.seen.clear()
+        bench.prime_cache(by_name["product_uncached"], server, catalog)  # ids over all: none
+        assert server.seen == []
+    finally:
+        server.stop()
 
 
 def test_targets_pass_fail_and_skip() -> None:
