@@ -89,7 +89,7 @@ load-ui: venv  ## Locust's web UI on http://127.0.0.1:LOAD_UI_PORT (8089): shopp
 profile: venv  ## py-spy flame graphs (SVG, speedscope) and dumps of the gunicorn workers at LOAD_URL under load; in profiling/results/
 	$(BIN)/python -m profiling.capture --url $(LOAD_URL)
 
-bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants and the FastAPI peer, a verdict per goal (BENCH_SECONDS, BENCH_ROUNDS, …); JSON + PNG in profiling/results/
+bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants and the FastAPI peer, a verdict per goal, the lever table, before → after against BENCH_BASELINE_REF (BENCH_SECONDS, BENCH_ROUNDS, BENCH_VARIANTS, …); JSON + PNG in profiling/results/
 	$(UV) sync --frozen --inexact --quiet --group bench  # the peer: FastAPI, uvicorn, asyncpg; granian
 	$(BIN)/python -m profiling.bench
 

@@ -1,24 +1,28 @@
 """`make bench`: throughput and latency of glassbox's variants, measured side by side in one run.
 
-    python -m profiling.bench [--seconds N] [--rounds N] [--variants a,b,...] [--out DIR]
+    python -m profiling.bench [--seconds N] [--rounds N] [--variants a,b,group,...]
+                              [--baseline-ref REF] [--out DIR]
 
-Each variant is an environment (plus, for the two baselines, a different WSGI app) served
-by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY sync workers and rate limiting
-off, against a PostgreSQL database holding BENCH_PRODUCTS products (seeded once) and Redis;
-a few run under another server (gunicorn gthread, granian), and the peer (profiling/peer:
-FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same rows.
-wrk drives one variant at a time; the variants alternate (A B C … then … C B A) for
-several rounds, and every ratio is computed within a round, then the median over rounds
-is reported: on a shared 2-core machine repeat runs of one variant differ by ±10-15%
-(the server, PostgreSQL and wrk share the cores), ratios of neighbours much less. Every
-glassbox variant is shown as a share of the peer's; the resident memory of every worker is
-read after the last round.
+Each variant is an environment (plus, for bare_wsgi, flask_hello and the uncached reads, a
+different WSGI app) served by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY
+workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODUCTS
+products (seeded once) and Redis; a few run under another server (gunicorn gthread,
+granian), the before_* variants serve glassbox at BENCH_BASELINE_REF from a copy of that
+commit's files, and the peer (profiling/peer: FastAPI + asyncpg on uvicorn, plain and under
+opentelemetry-instrument) reads the same rows. wrk drives one variant at a time; the
+variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed
+within a round, then the median over rounds is reported: on a shared 2-core machine repeat
+runs of one variant differ by ±10-15% (the server, PostgreSQL and wrk share the cores),
+ratios of neighbours much less. Every glassbox variant is shown as a share of the peer's,
+each lever with / without, each goal read before / after; the resident memory of every
+worker is read after the last round.
 
-Writes bench-<time>.json and bench-<time>.png under profiling/results/ (and bench-latest.*)
-and prints a table and PASS/FAIL per target. Settings by environment: BENCH_SECONDS (per
-run, default 10), BENCH_ROUNDS (3), BENCH_WARMUP (2), BENCH_CONNECTIONS (4),
-BENCH_WORKERS (2), BENCH_VARIANTS (all), BENCH_DATABASE_URL, BENCH_REDIS_URL,
-BENCH_PRODUCTS (200000). docs/measurement.md explains the variants and the targets.
+Writes bench-<time>.json, bench-<time>.png and bench-<time>-before-after.png under
+profiling/results/ (and bench-latest*) and prints the tables and PASS/FAIL per target.
+Settings by environment: BENCH_SECONDS (per run, default 10), BENCH_ROUNDS (3),
+BENCH_WARMUP (2), BENCH_CONNECTIONS (4), BENCH_WORKERS (2), BENCH_VARIANTS (all; names or
+groups), BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_PRODUCTS (200000), BENCH_BASELINE_REF
+(7db2de4). docs/measurement.md explains the variants and the targets.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,16 +45,18 @@ import sqlalchemy as sa
 
 from profiling.bench_report import (
     Run,
-    draw_chart,
+    before_after_rows,
     evaluate,
     format_report,
     result_document,
     summarise,
     telemetry_note,
+    write_results,
 )
 from profiling.bench_servers import BenchServer, GranianServer, PeerServer
-from profiling.bench_variants import HOT_IDS, VARIANTS, Variant
+from profiling.bench_variants import GROUPS, HOT_IDS, VARIANTS, Variant, expand
 from profiling.harness import database
+from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.gunicorn import GunicornServer, measured_env
 from profiling.harness.otlp import otlp_sink
 from profiling.harness.processes import ROOT, resident_bytes
@@ -61,6 +67,8 @@ RESULTS = ROOT / "profiling" / "results"
 # Signs the deep-page cursor the harness builds and the servers check (same for all).
 BENCH_SECRET = "glassbox-bench-secret-not-for-production-0123456789"  # noqa: S105
 DEEP_FRACTION = 0.995  # the deep page starts this far into the product list
+# main before issue 12's redesign of the request path: the "before" of the before_* variants.
+BASELINE_REF = "7db2de4"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Settings:
     redis_url: str
     products: int
     out: Path
+    baseline_ref: str
 
 
 def _settings(argv: list[str] | None) -> tuple[Settings, list[str]]:
@@ -88,7 +97,10 @@ def _settings(argv: list[str] | None) -> tuple[Settings, list[str]]:
     parser.add_argument(
         "--variants",
         default=env.get("BENCH_VARIANTS", ""),
-        help="comma-separated names (default: all): " + ", ".join(v.name for v in VARIANTS),
+        help="comma-separated names (default: all): "
+        + ", ".join(v.name for v in VARIANTS)
+        + "; or a group: "
+        + ", ".join(GROUPS),
     )
     parser.add_argument(
         "--database-url",
@@ -101,8 +113,13 @@ def _settings(argv: list[str] | None) -> tuple[Settings, list[str]]:
     )
     parser.add_argument("--products", type=int, default=int(env.get("BENCH_PRODUCTS", "200000")))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--baseline-ref",
+        default=env.get("BENCH_BASELINE_REF", BASELINE_REF),
+        help="the git commit the before_* variants serve (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    names = expand([n.strip() for n in args.variants.split(",") if n.strip()])
     unknown = set(names) - {v.name for v in VARIANTS}
     if unknown:
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
@@ -117,6 +134,7 @@ def _settings(argv: list[str] | None) -> tuple[Settings, list[str]]:
         redis_url=args.redis_url,
         products=args.products,
         out=args.out,
+        baseline_ref=args.baseline_ref,
     )
     return settings, names
 
@@ -246,6 +264,21 @@ def pacing_delay_ms(variant: Variant, settings: Settings, latest: dict[str, Run]
     return max(0.0, period_ms - full.p50_ms / 2)
 
 
+def prime_cache(variant: Variant, server: BenchServer, catalog: Catalog | None) -> None:
+    """Read every hot id once, so that a cached variant measures hits only.
+
+    Entries live CACHE_DEFAULT_TIMEOUT (60 s), and before_product_cached keeps its own keys,
+    which no other variant refreshes: without this, today's code served as its own "before"
+    measured cached after / before 1.05-1.38 in four short runs on a loaded machine.
+    """
+    if variant.ids != "hot" or catalog is None:
+        return
+    for product_id in range(catalog.min_id, catalog.min_id + HOT_IDS):
+        url = server.url(variant.path.replace("{id}", str(product_id)))
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our server
+            response.read()
+
+
 def measure(
     variant: Variant,
     server: BenchServer,
@@ -257,6 +290,7 @@ def measure(
     latest: dict[str, Run],
 ) -> Run:
     """One wrk run of `variant`, remembered in `latest` (the pacing of others reads it)."""
+    prime_cache(variant, server, catalog)
     mean_delay_ms = pacing_delay_ms(variant, settings, latest)
     data = drive(variant, server, settings, catalog, seconds, mean_delay_ms)
     elapsed = data["duration_us"] / 1e6
@@ -347,26 +381,37 @@ def start_servers(
     sink_url: str,
     work: Path,
     catalog: Catalog | None,
+    baseline: Path | None = None,
 ) -> dict[str, BenchServer]:
     """Every variant's server: the WSGI servers launched together (start-up is the slow part),
     the peers one after the other (each waits for its workers), then each checked.
 
-    A variant that `serves` on another's server gets that server.
+    A variant that `serves` on another's server gets that server; a `before` variant runs in
+    `baseline`, the baseline commit's files, with this virtualenv.
     """
     own = [v for v in variants if not v.serves]
     servers: dict[str, BenchServer] = {}
     wsgi: dict[str, GunicornServer] = {}
+    started: list[BenchServer] = []
+    stack.callback(stop_all, started)
     for variant in own:
         if variant.server == "peer":
             continue
         env = {name: value.replace("{sink}", sink_url) for name, value in variant.env.items()}
         if variant.is_glassbox:
             env = {**_base_env(settings, sink_url, work / "prom" / variant.name), **env}
+        cwd = ROOT
+        if variant.before:
+            assert baseline is not None, f"{variant.name} needs the baseline's files"
+            env, cwd = {**env, **tree_env(baseline)}, baseline
         kind = GranianServer if variant.server == "granian" else GunicornServer
         server = kind(
-            measured_env(env, settings.workers), work / "logs" / f"{variant.name}.log", variant.app
+            measured_env(env, settings.workers),
+            work / "logs" / f"{variant.name}.log",
+            variant.app,
+            cwd=cwd,
         )
-        stack.callback(server.stop)
+        started.append(server)
         wsgi[variant.name] = server.launch()
     for variant in own:
         if variant.server == "peer":
@@ -380,7 +425,7 @@ def start_servers(
                 otlp_endpoint=sink_url,
                 sampling=variant.peer_sampling,
             )
-            stack.callback(peer.stop)
+            started.append(peer)
             servers[variant.name] = peer
     for variant in own:
         if variant.name in wsgi:
@@ -391,6 +436,13 @@ def start_servers(
             servers[variant.name] = servers[variant.serves]
         _check_answer(variant, servers[variant.name], catalog)
     return servers
+
+
+def stop_all(servers: list[BenchServer]) -> None:
+    """Stop every server at once: each graceful stop waits for its workers to flush their
+    telemetry, one after the other that took about a minute for 27 servers."""
+    with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+        list(pool.map(lambda server: server.stop(), servers))
 
 
 def worker_memory(
@@ -435,42 +487,77 @@ def run_rounds(
     return runs
 
 
-def write_results(
-    settings: Settings, stamp: str, document: dict[str, Any], chart_title: str
-) -> tuple[Path, Path]:
-    """bench-<stamp>.json and .png, and copies as bench-latest.*."""
-    json_path = settings.out / f"bench-{stamp}.json"
-    png_path = settings.out / f"bench-{stamp}.png"
-    json_path.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    draw_chart(document["summary"], png_path, chart_title)
-    for source, alias in ((json_path, "bench-latest.json"), (png_path, "bench-latest.png")):
-        shutil.copyfile(source, settings.out / alias)
-    return json_path, png_path
+def choose_baseline(ref: str, variants: list[Variant]) -> tuple[list[Variant], dict[str, Any]]:
+    """The variants to run and the baseline commit (`commit` None: no before_* variant runs).
+
+    Without the commit in this clone (a shallow one, a mistyped ref) the before_* variants are
+    skipped, said so, and the rest runs.
+    """
+    baseline: dict[str, Any] = {"ref": ref, "commit": None, "skipped": ""}
+    before = [v.name for v in variants if v.before]
+    if not before:
+        return variants, baseline
+    commit = commit_of(ref)
+    if commit is None:
+        baseline["skipped"] = (
+            f"the baseline ref {ref!r} is not a commit of this repository (a shallow clone? "
+            "`git fetch --unshallow`, or set BENCH_BASELINE_REF): skipping " + ", ".join(before)
+        )
+        print(f"bench: {baseline['skipped']}", flush=True)
+        return [v for v in variants if not v.before], baseline
+    baseline["commit"] = commit
+    print(f"bench: before_* variants serve {ref} ({commit[:10]}) from a copy of its files")
+    return variants, baseline
 
 
 def main(argv: list[str] | None = None) -> int:
     settings, names = _settings(argv)
     wrk_binary()  # before any work: without wrk, say how to install it and stop
     chosen = set(names) | {v.serves for v in VARIANTS if v.name in names and v.serves}
-    variants, catalog = prepare(settings, [v for v in VARIANTS if not names or v.name in chosen])
+    variants, baseline = choose_baseline(
+        settings.baseline_ref, [v for v in VARIANTS if not names or v.name in chosen]
+    )
+    if not variants:
+        print("bench: no variant left to run", file=sys.stderr)
+        return 1
+    variants, catalog = prepare(settings, variants)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     settings.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with otlp_sink() as sink, contextlib.ExitStack() as stack:
+        # Entered first, so removed last: after every server running from it has stopped.
+        tree = (
+            stack.enter_context(extracted_tree(baseline["commit"])) if baseline["commit"] else None
+        )
         servers = start_servers(
-            stack, variants, settings, sink.url, settings.out / f"bench-{stamp}", catalog
+            stack, variants, settings, sink.url, settings.out / f"bench-{stamp}", catalog, tree
         )
         total = len(variants) * (settings.rounds + 1)
-        print(f"bench: {len(servers)} servers up; warming up, then {settings.rounds} rounds")
+        print(
+            f"bench: {len(servers)} servers up in {time.monotonic() - started:.0f} s; "
+            f"warming up, then {settings.rounds} rounds"
+        )
+        loaded = time.monotonic()
         with steps("bench", "warm-up and rounds", total) as progress:
             runs = run_rounds(variants, servers, settings, catalog, progress)
+        load_s = len(variants) * (settings.warmup + settings.rounds * settings.seconds)
+        took = time.monotonic() - loaded
+        print(f"bench: warm-up and rounds took {took:.0f} s ({load_s:.0f} s of them under load)")
         memory = worker_memory(variants, servers)
+        stopping = time.monotonic()
         exports = dict(sink.counts)
+    print(f"bench: servers stopped in {time.monotonic() - stopping:.0f} s")
 
     table = summarise(runs, variants)
     verdicts = evaluate(runs, memory)
+    before_after = before_after_rows(runs, table, variants)
+    label = f"{baseline['ref']} ({(baseline['commit'] or '')[:10]})"
     print()
-    print(format_report(table, runs, verdicts, variants, memory))
+    print(
+        format_report(
+            table, runs, verdicts, variants, memory, before_after=before_after, baseline=label
+        )
+    )
     print(telemetry_note(exports))
     document = result_document(
         elapsed_s=time.monotonic() - started,
@@ -481,13 +568,16 @@ def main(argv: list[str] | None = None) -> int:
         verdicts=verdicts,
         exports=exports,
         memory=memory,
+        before_after=before_after,
+        baseline=baseline,
     )
     title = (
-        f"glassbox bench {stamp}: {settings.workers} workers each (gunicorn sync unless named; "
+        f"glassbox bench {stamp}: {settings.workers} workers each (gunicorn, "
+        "service/gunicorn_conf.py, unless named; "
         f"peer: uvicorn), wrk -c{settings.connections}, {settings.rounds} rounds of "
         f"{settings.seconds:g} s"
     )
-    json_path, png_path = write_results(settings, stamp, document, title)
+    json_path, png_path = write_results(settings.out, stamp, document, title)
     print(f"bench: wrote {json_path} and {png_path}")
     return 0
 

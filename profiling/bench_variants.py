@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-HOT_IDS = 100  # the cached variants read the first 100 products: all stay in Redis
+HOT_IDS = 100  # the cached variants read the first 100 products, read once before each run
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,12 @@ class Variant:
     peer_sampling: float | None = None  # the peer under opentelemetry-instrument at this ratio
     serves: str = ""  # measured on this other variant's server (none of its own)
     pace: float = 0.0  # >0: paced to this share of the `serves` variant's last rate (below)
+    before: bool = False  # served from the baseline commit's files (BENCH_BASELINE_REF)
 
     @property
     def is_glassbox(self) -> bool:
-        return self.server != "peer" and (self.app is None or self.app.endswith("glassbox_app()"))
+        glassbox = self.app is None or self.app.endswith("glassbox_app()")
+        return self.server != "peer" and (glassbox or self.app == BEFORE_CACHED_APP)
 
     @property
     def is_list(self) -> bool:
@@ -43,6 +45,23 @@ GTHREAD = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive
 # bench's sink, which answers every POST ("{sink}" is replaced by its URL at start).
 PROFILED = {"PYROSCOPE_SERVER_ADDRESS": "{sink}"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
+# The levers of issue 12's redesign, each switched off against the default (LEVERS below).
+# The worker model before it: sync, one connection per request (the name it had then). One
+# thread: gunicorn silently runs gthread instead of a sync worker when `threads` > 1.
+OLD_SYNC = {
+    "GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingSyncWorker --threads 1"
+}
+NO_LOCAL_TIER = {"CACHE_LOCAL_ENTRIES": "0"}  # Redis only, no per-worker tier in front
+POOLER_SAFE = {"DATABASE_POOLER": "transaction"}  # the PgBouncer-safe path, not direct
+# The limiter on with a limit no run reaches: what remains is its storage round trip per
+# request. RATELIMIT_STORAGE_URI is not set, so its storage is REDIS_URL: the bench's Redis.
+LIMITED = {"RATELIMIT_ENABLED": "true", "RATELIMIT_DEFAULT": "100000000 per minute"}
+# The "before" variants run glassbox at BENCH_BASELINE_REF from a copy of that commit's files.
+# Its cached read keeps its entries under its own prefix: both cached variants share one
+# Redis, and the two versions need not store the same thing under one key. The prefix is not
+# a setting (service/config sets it); create_app's overrides win over it, and gunicorn passes
+# literal arguments to an app factory.
+BEFORE_CACHED_APP = "service:create_app({'CACHE_KEY_PREFIX': 'glassbox:before:cache:'})"
 PRODUCT = "/api/v1/products/{id}"
 FIRST_PAGE = "/api/v1/products?limit=20"
 # The references every glassbox variant is shown against (issue 12).
@@ -56,6 +75,9 @@ PEER_FIRST_PAGE = "peer_list_first"
 # a paced request while requests sent on other connections queued behind it.
 HALF_RATE = 0.5
 
+# The order of a round (reversed in every other one). A variant sits next to those it is
+# compared with: throughput drifts within a round on a loaded machine. Identical code
+# measured 1.05-1.67x apart when 20 places apart (two runs), 0.98-0.99x when neighbours.
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare_wsgi", "/", app="profiling.bench_apps:bare_wsgi", description="ceiling"),
     Variant("flask_hello", "/", app="profiling.bench_apps:hello_app()", description="Flask"),
@@ -64,9 +86,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("peer_product_otel_10", PRODUCT, ids="all", server="peer", peer_sampling=0.1),
     Variant("peer_product_otel_100", PRODUCT, ids="all", server="peer", peer_sampling=1.0),
     Variant("product_cached", PRODUCT, ids="hot", description="Redis hit, telemetry default"),
+    # glassbox before the redesign, beside today's code in the same rounds (BEFORE_AFTER).
+    Variant("before_product_cached", PRODUCT, app=BEFORE_CACHED_APP, ids="hot", before=True),
     Variant("product_cached_otel_off", PRODUCT, OTEL_OFF, ids="hot"),
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
     Variant("product_cached_profiled", PRODUCT, PROFILED, ids="hot", description="Pyroscope on"),
+    # Each lever off, the rest as in the default variant it is compared with (LEVERS).
+    Variant("product_cached_sync", PRODUCT, OLD_SYNC, ids="hot", description="old server"),
+    Variant("product_cached_no_local", PRODUCT, NO_LOCAL_TIER, ids="hot", description="Redis only"),
+    Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="limiter on"),
     Variant("product_cached_gthread", PRODUCT, GTHREAD, ids="hot", description="keep-alive"),
     Variant("product_cached_granian", PRODUCT, ids="hot", server="granian"),
     Variant(
@@ -77,8 +105,13 @@ VARIANTS: tuple[Variant, ...] = (
         pace=HALF_RATE,
     ),
     Variant("product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", "SQL, telemetry default"),
+    Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
     Variant("product_uncached_otel_100", PRODUCT, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP, "all"),
+    Variant("product_uncached_sync", PRODUCT, {**NO_CACHE, **OLD_SYNC}, UNCACHED_APP, "all"),
+    Variant(
+        "product_uncached_pooler_tx", PRODUCT, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP, "all"
+    ),
     Variant(
         "product_uncached_half_rate",
         PRODUCT,
@@ -87,8 +120,10 @@ VARIANTS: tuple[Variant, ...] = (
         pace=HALF_RATE,
     ),
     Variant("list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, description="first page, SQL"),
+    Variant("before_list_first", FIRST_PAGE, NO_CACHE, UNCACHED_APP, before=True),
     Variant("list_first_otel_off", FIRST_PAGE, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP),
     Variant("list_first_otel_100", FIRST_PAGE, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP),
+    Variant("list_first_pooler_tx", FIRST_PAGE, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP),
     # The path is completed with a cursor deep in the list once the database is ready.
     Variant("list_deep", FIRST_PAGE + "&cursor=", NO_CACHE, UNCACHED_APP, description="keyset"),
 )
@@ -179,6 +214,47 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target("deep page / first page, p50 latency", "list_deep", "list_first", "p50", 1.5, False, 5),
 )
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One lever: the variant with it (`on`) against the same variant without it (`off`)."""
+
+    name: str
+    on: str
+    off: str
+
+
+LEVERS: tuple[Lever, ...] = (
+    Lever("server (default / old sync)", "product_cached", "product_cached_sync"),
+    Lever("server (default / old sync)", "product_uncached", "product_uncached_sync"),
+    Lever("per-worker cache tier", "product_cached", "product_cached_no_local"),
+    Lever("no pooler / transaction", "product_uncached", "product_uncached_pooler_tx"),
+    Lever("no pooler / transaction", "list_first", "list_first_pooler_tx"),
+    Lever("rate limiter (Redis)", "product_cached_limited", "product_cached"),
+    Lever("continuous profiling", "product_cached_profiled", "product_cached"),
+    Lever("telemetry (default / off)", "product_cached", "product_cached_otel_off"),
+    Lever("telemetry (default / off)", "product_uncached", "product_uncached_otel_off"),
+)
+
+# Issue 12's goal reads, before (BENCH_BASELINE_REF) and after (this checkout).
+BEFORE_AFTER: tuple[tuple[str, str, str], ...] = (
+    ("cached read", "before_product_cached", "product_cached"),
+    ("uncached read", "before_product_uncached", "product_uncached"),
+    ("first page", "before_list_first", "list_first"),
+)
+
+# Names BENCH_VARIANTS accepts besides the variants' own: a group of them.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "before": (PEER_PRODUCT, PEER_FIRST_PAGE, *(n for _, *pair in BEFORE_AFTER for n in pair)),
+    "levers": tuple(dict.fromkeys(n for lever in LEVERS for n in (lever.on, lever.off))),
+}
+
+
+def expand(names: list[str]) -> list[str]:
+    """Variant names with every group name replaced by its variants, in order, once each."""
+    return list(dict.fromkeys(n for name in names for n in GROUPS.get(name, (name,))))
+
 
 # Shown after the targets, without a bound: what the numbers mean beside them.
 COMPARISONS: tuple[tuple[str, str, str], ...] = (

@@ -43,7 +43,8 @@ class GunicornServer:
     """`gunicorn -c python:service.gunicorn_conf [app]` on 127.0.0.1, output captured to a file.
 
     `env` is the server's whole environment (HOST and PORT are added); `app` replaces the
-    config's wsgi_app (the payments service, a bench baseline).
+    config's wsgi_app (the payments service, a bench baseline); `cwd` is where it runs and
+    imports `service` from (another commit's files, for the bench's before variants).
     """
 
     def __init__(
@@ -53,13 +54,16 @@ class GunicornServer:
         app: str | None = None,
         *,
         port: int | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.app = app
+        self.cwd = cwd
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.process: subprocess.Popen[bytes] | None = None
+        self.rebinds = 0
 
     def launch(self) -> GunicornServer:
         """Start the master without waiting for it (start several, then wait for each)."""
@@ -67,7 +71,7 @@ class GunicornServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and config
                 self.command(),
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -98,9 +102,24 @@ class GunicornServer:
 
     def _answers(self, path: str) -> bool:
         if self.process is None or self.process.poll() is not None:
+            if self.process is not None and self._port_was_taken():
+                self._relaunch_on_another_port()
+                return False
             code = None if self.process is None else self.process.returncode
             raise RuntimeError(f"gunicorn exited with {code}; its output:\n{self.output()}")
         return _answers(self.url(path))
+
+    def _port_was_taken(self) -> bool:
+        """free_port's port went to another process before gunicorn bound it (seen with 27
+        bench servers starting beside other test suites): worth another port, twice."""
+        return self.rebinds < 2 and "Address already in use" in self.output()
+
+    def _relaunch_on_another_port(self) -> None:
+        self.rebinds += 1
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env["PORT"] = str(self.port)
+        self.launch()
 
     @property
     def pid(self) -> int:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from gunicorn.config import Config
 
 from profiling import bench, bench_report
 from profiling.bench_report import Run
-from profiling.bench_variants import VARIANTS
+from profiling.bench_variants import HOT_IDS, LEVERS, OLD_SYNC, VARIANTS, expand
+from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
 
 
@@ -29,6 +36,176 @@ def test_ratios_pair_runs_of_the_same_round() -> None:
     ]  # fmt: skip
     assert bench_report.paired_ratio(runs, "b", "a", "rps") == pytest.approx(0.6)
     assert bench_report.paired_ratio(runs, "c", "a", "rps") is None
+
+
+def test_round_ratios_are_listed_in_round_order() -> None:
+    runs = [run("a", 1, 100), run("b", 1, 70), run("b", 0, 50), run("a", 0, 100)]
+    assert bench_report.round_ratios(runs, "b", "a", "rps") == pytest.approx([0.5, 0.7])
+
+
+def test_the_lever_table_prints_each_lever_with_and_without_per_round() -> None:
+    runs = []
+    for round_, limited in enumerate((50, 60, 70)):
+        runs += [run("product_cached", round_, 100), run("product_cached_limited", round_, limited)]
+        runs += [run("product_cached_sync", round_, 80)]
+    rows = bench_report.lever_rows(runs)
+    # Only the levers whose two variants ran; the ratio is with / without.
+    assert [(r["lever"], r["with"], r["without"]) for r in rows] == [
+        ("server (default / old sync)", "product_cached", "product_cached_sync"),
+        ("rate limiter (Redis)", "product_cached_limited", "product_cached"),
+    ]
+    assert rows[1]["ratios"] == pytest.approx([0.5, 0.6, 0.7])
+    assert rows[1]["median"] == pytest.approx(0.6)
+
+    printed = bench_report.format_report({}, runs, [], [])
+    assert re.search(
+        r"^  rate limiter \(Redis\) +product_cached_limited +product_cached +0\.50 0\.60 0\.70 "
+        r"+0\.60$",
+        printed,
+        re.MULTILINE,
+    )
+    assert re.search(
+        r"^  server \(default / old sync\) .* 1\.25 1\.25 1\.25 +1\.25$", printed, re.M
+    )
+
+
+def test_every_lever_names_two_variants_that_exist() -> None:
+    names = {v.name for v in VARIANTS}
+    for lever in LEVERS:
+        assert {lever.on, lever.off} <= names, lever
+        assert lever.on != lever.off
+
+
+def test_the_old_server_lever_is_a_sync_worker_whatever_threads_the_config_sets() -> None:
+    # As gunicorn applies GUNICORN_CMD_ARGS over a config file (BaseApplication.load_config).
+    config = Config()
+    config.set("worker_class", "gthread")
+    config.set("threads", 4)
+    args = config.parser().parse_args(shlex.split(OLD_SYNC["GUNICORN_CMD_ARGS"]))
+    for name, value in vars(args).items():
+        if value is not None and name != "args":
+            config.set(name.lower(), value)
+    assert config.worker_class_str == "service.gunicorn_worker.DrainingSyncWorker"
+
+
+def test_groups_expand_to_their_variants_once_each() -> None:
+    names = expand(["levers", "product_cached", "before"])
+    assert len(names) == len(set(names))
+    assert {"product_cached_limited", "product_uncached_pooler_tx", "before_list_first"} <= set(
+        names
+    )
+    assert {"peer_product", "peer_list_first"} <= set(names)  # the before/after table's / peer
+
+
+def test_the_before_after_table_pairs_each_goal_read_with_its_baseline() -> None:
+    kinds = [v for v in VARIANTS if v.name in {"peer_product", "product_cached"}]
+    kinds += [v for v in VARIANTS if v.name == "before_product_cached"]
+    runs = []
+    for round_, after in enumerate((900, 1100)):
+        runs += [run("peer_product", round_, 1000), run("before_product_cached", round_, 300)]
+        runs += [run("product_cached", round_, after)]
+    table = bench_report.summarise(runs, kinds)
+    rows = bench_report.before_after_rows(runs, table, kinds)
+
+    assert len(rows) == 1  # the uncached read and the first page did not run
+    row = rows[0]
+    assert row["before_to_peer"] == pytest.approx(0.3)
+    assert row["after_to_peer"] == pytest.approx(1.0)
+    assert row["goal_to_peer"] == 1.0
+    assert row["after_over_before_per_round"] == pytest.approx([3.0, 1100 / 300])
+    printed = bench_report.format_report(
+        table, runs, [], kinds, before_after=rows, baseline="v0 (abc)"
+    )
+    assert "before → after (before: glassbox at v0 (abc)" in printed
+    assert re.search(
+        r"^  cached read +300 +0\.30 +1000 +1\.00 +1\.00 +3\.33$", printed, re.MULTILINE
+    )
+
+
+def test_a_commit_is_extracted_importable_and_removed(tmp_path: Path) -> None:
+    commit = commit_of("HEAD")
+    assert commit is not None
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
+    with extracted_tree(commit) as tree:
+        assert (tree / "service" / "gunicorn_conf.py").is_file()
+        assert (tree / "profiling" / "bench_apps.py").is_file()
+        # Run as the bench runs a before_* server: its `service` is the extracted one.
+        found = subprocess.run(
+            [sys.executable, "-c", "import service, profiling.bench_apps; print(service.__file__)"],
+            cwd=tmp_path,
+            env={**tree_env(tree), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert Path(found.stdout.strip()) == tree / "service" / "__init__.py"
+    assert not tree.exists()
+
+
+def test_a_missing_baseline_ref_skips_the_before_variants_and_says_so(
+    wrk: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "no-such-ref-for-the-bench"
+    assert commit_of(missing) is None
+    asked = ["--variants", "bare_wsgi,before_product_cached", "--baseline-ref", missing]
+    short = ["--seconds", "1", "--rounds", "1", "--warmup", "1", "--out", str(tmp_path)]
+    assert bench.main([*asked, *short]) == 0
+
+    printed = capsys.readouterr().out
+    assert f"the baseline ref '{missing}' is not a commit of this repository" in printed
+    assert "skipping before_product_cached" in printed
+    result = json.loads((tmp_path / "bench-latest.json").read_text())
+    assert list(result["summary"]) == ["bare_wsgi"]
+    assert result["baseline"]["commit"] is None
+    assert result["before_after"] == []
+    assert not (tmp_path / "bench-latest-before-after.png").exists()
+
+
+class _CountingServer:
+    """A stand-in bench server that answers every GET with {} and remembers the paths."""
+
+    def __init__(self) -> None:
+        seen: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.seen = seen
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}{path}"
+
+    def worker_pids(self) -> set[int]:
+        return set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_a_cached_variant_reads_each_hot_id_once_before_its_run() -> None:
+    server = _CountingServer()
+    catalog = bench.Catalog(min_id=5, max_id=900, count=896, deep_cursor="", deep_first_id=0)
+    by_name = {v.name: v for v in VARIANTS}
+    try:
+        bench.prime_cache(by_name["before_product_cached"], server, catalog)
+        assert server.seen == [f"/api/v1/products/{i}" for i in range(5, 5 + HOT_IDS)]
+        server.seen.clear()
+        bench.prime_cache(by_name["product_uncached"], server, catalog)  # ids over all: none
+        assert server.seen == []
+    finally:
+        server.stop()
 
 
 def test_targets_pass_fail_and_skip() -> None:
@@ -97,9 +274,15 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
     # The half-rate variant is measured on product_cached's server: asking for it starts that.
     asked = ["peer_product", "peer_list_first", "product_cached_half_rate", "list_first"]
     asked += ["list_deep", "product_cached_granian", "product_cached_profiled"]
+    # A lever, and the cached read before: this checkout's own commit stands for the baseline
+    # (any clone has it; the default ref may be missing from a shallow one).
+    asked += ["product_cached_limited", "before_product_cached"]
     settings = ["--products", "300", "--seconds", "1", "--rounds", "2", "--warmup", "1"]
     services = ["--database-url", postgres_url, "--redis-url", redis_url]
-    code = bench.main(["--variants", ",".join(asked), *settings, *services, "--out", str(tmp_path)])
+    baseline = ["--baseline-ref", "HEAD"]
+    code = bench.main(
+        ["--variants", ",".join(asked), *settings, *services, *baseline, "--out", str(tmp_path)]
+    )
 
     assert code == 0
     names = [v.name for v in VARIANTS if v.name in {*asked, "product_cached"}]
@@ -130,3 +313,30 @@ def test_a_short_bench_alternates_variants_and_writes_json_and_png(
     printed = capsys.readouterr().out
     assert re.search(r"^  (PASS|FAIL) .* first page / peer's first page", printed, re.MULTILINE)
     assert re.search(r"^list_first +\d+ .*\d\.\d\d", printed, re.MULTILINE)
+    # The lever table: with / without in each of the two rounds, then the median.
+    ratio = r"\d+\.\d\d"
+    for lever, on in (
+        ("rate limiter", "product_cached_limited"),
+        ("continuous profiling", "product_cached_profiled"),
+    ):
+        assert re.search(
+            rf"^  {lever}.* {on} +product_cached +{ratio} {ratio} +{ratio}$", printed, re.M
+        ), lever
+    levers = {(r["with"], r["without"]): r for r in result["levers"]}
+    assert len(levers["product_cached_limited", "product_cached"]["ratios"]) == 2
+    # Before and after: the baseline commit served beside this checkout, from a removed copy.
+    assert re.fullmatch(r"[0-9a-f]{40}", result["baseline"]["commit"])
+    assert result["variants"]["before_product_cached"]["before"] is True
+    assert len(result["memory_mb"]["before_product_cached"]) == 2
+    assert re.search(
+        rf"^  cached read +\d+ +{ratio} +\d+ +{ratio} +1\.00 +{ratio}$", printed, re.MULTILINE
+    )
+    [row] = result["before_after"]
+    assert (row["before"], row["after"], row["peer"]) == (
+        "before_product_cached",
+        "product_cached",
+        "peer_product",
+    )
+    assert row["after_over_before"] > 0
+    assert len(row["after_over_before_per_round"]) == 2
+    assert (tmp_path / "bench-latest-before-after.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from profiling.harness.gunicorn import GunicornServer, measured_env
 from profiling.harness.processes import ROOT
 from profiling.harness.progress import steps
 
@@ -78,3 +80,22 @@ def test_progress_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
         bar = progress.progress  # type: ignore[attr-defined]
         (task,) = bar.tasks
         assert (task.completed, task.total) == (2, 2)
+
+
+def test_gunicorn_moves_to_another_port_when_its_port_was_taken(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = GunicornServer(
+            measured_env({}, 1),
+            tmp_path / "gunicorn.log",
+            "profiling.bench_apps:bare_wsgi",
+            port=port,
+        )
+        try:
+            server.start(ready_path="/", timeout=60)
+            assert server.port != port
+            assert server.rebinds == 1
+        finally:
+            server.stop()
