@@ -6,8 +6,8 @@
 Each variant is an environment (plus, for bare_wsgi, flask_hello and the uncached reads, a
 different WSGI app) served by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY
 workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODUCTS
-products (seeded once) and Redis; a few run under another server (gunicorn gthread,
-granian), the before_* variants serve glassbox at BENCH_BASELINE_REF from a copy of that
+products (seeded once) and Redis; a few run under another server or
+worker model (the old sync worker, granian), the before_* variants serve glassbox at BENCH_BASELINE_REF from a copy of that
 commit's files, and the peer (profiling/peer: FastAPI + asyncpg on uvicorn, plain and under
 opentelemetry-instrument) reads the same rows. wrk drives one variant at a time; the
 variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed

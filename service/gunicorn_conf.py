@@ -17,12 +17,12 @@ from service.logs import SERVICE_NAME, ContextFilter, json_formatter
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threaded workers that keep connections alive (worker_class at the end of this file): a
-# client or proxy reuses its connection instead of a TCP handshake per request, and a
-# worker waiting on PostgreSQL or Redis serves another request meanwhile. Each worker runs
-# up to `threads` requests at once, so DATABASE_POOL_SIZE must be at least WEB_THREADS
-# (docs/deploy.md has the measurements behind the choice).
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# Workers that keep connections alive (worker_class at the end of this file): a client or
+# proxy reuses its connection instead of a TCP handshake per request. One request thread
+# per worker by default: with 4, contended stock updates queued 16 transactions deep on one
+# row and some orders hit the statement timeout (docs/deploy.md). With more threads,
+# DATABASE_POOL_SIZE must be at least WEB_THREADS.
+threads = int(os.environ.get("WEB_THREADS", "1"))
 timeout = 30
 graceful_timeout = 25
 keepalive = 5  # seconds an idle connection is kept; under a proxy's idle timeout (60 s)

@@ -228,7 +228,7 @@ SERVER_VARIABLES: tuple[Variable, ...] = (
     Variable("WEB_CONCURRENCY", "2", _int(1, 64), "gunicorn worker processes (`make serve`)"),
     Variable(
         "WEB_THREADS",
-        "4",
+        "1",
         _int(1, 64),
         "request threads per gunicorn worker; keep DATABASE_POOL_SIZE at least this",
     ),
