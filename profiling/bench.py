@@ -6,9 +6,9 @@
 Each variant is an environment (plus, for bare_wsgi, flask_hello and the uncached reads, a
 different WSGI app) served by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY
 workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODUCTS
-products (seeded once) and Redis; a few run under another server or
-worker model (the old sync worker, granian), the before_* variants serve glassbox at BENCH_BASELINE_REF from a copy of that
-commit's files, and the peer (profiling/peer: FastAPI + asyncpg on uvicorn, plain and under
+products (seeded once) and Redis; a few run under another worker model (the old sync
+worker, 4 threads) or server (granian), the before_* variants serve glassbox at
+BENCH_BASELINE_REF from a copy of that commit's files, and the peer (profiling/peer: FastAPI + asyncpg on uvicorn, plain and under
 opentelemetry-instrument) reads the same rows. wrk drives one variant at a time; the
 variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed
 within a round, then the median over rounds is reported: on a shared 2-core machine repeat
