@@ -9,8 +9,8 @@ workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODU
 products (seeded once) and Redis; a few run under another worker model (the old sync
 worker, 4 threads) or server (granian), the before_* variants serve glassbox at
 BENCH_BASELINE_REF from a copy of that commit's files, and the peer (profiling/peer:
-FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same rows. wrk drives one variant at a time; the
-variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed
+FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same
+rows. wrk drives one variant at a time; the variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed
 within a round, then the median over rounds is reported: on a shared 2-core machine repeat
 runs of one variant differ by ±10-15% (the server, PostgreSQL and wrk share the cores),
 ratios of neighbours much less. Every glassbox variant is shown as a share of the peer's,
