@@ -5,17 +5,17 @@
 
 Each variant is an environment (plus, for bare_wsgi, flask_hello and the uncached reads, a
 different WSGI app) served by gunicorn with service/gunicorn_conf.py, WEB_CONCURRENCY
-workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODUCTS
-products (seeded once) and Redis; a few run under another worker model (the old sync
-worker, 4 threads) or server (granian), the before_* variants serve glassbox at
-BENCH_BASELINE_REF from a copy of that commit's files, and the peer (profiling/peer:
-FastAPI + asyncpg on uvicorn, plain and under opentelemetry-instrument) reads the same
-rows. wrk drives one variant at a time; the variants alternate (A B C … then … C B A) for several rounds, and every ratio is computed
-within a round, then the median over rounds is reported: on a shared 2-core machine repeat
-runs of one variant differ by ±10-15% (the server, PostgreSQL and wrk share the cores),
-ratios of neighbours much less. Every glassbox variant is shown as a share of the peer's,
-each lever with / without, each goal read before / after; the resident memory of every
-worker is read after the last round.
+workers and rate limiting off, against a PostgreSQL database holding BENCH_PRODUCTS products
+(seeded once) and Redis; a few run under another worker model (the old sync worker, 4
+threads) or server (granian), the before_* variants serve glassbox at BENCH_BASELINE_REF
+from a copy of that commit's files, and the peer (profiling/peer: FastAPI + asyncpg on
+uvicorn, plain and under opentelemetry-instrument) reads the same rows. wrk drives one
+variant at a time; the variants alternate (A B C … then … C B A) for several rounds, and
+every ratio is computed within a round, then the median over rounds is reported: on a shared
+2-core machine repeat runs of one variant differ by ±10-15% (the server, PostgreSQL and wrk
+share the cores), ratios of neighbours much less. Every glassbox variant is shown as a share
+of the peer's, each lever with / without, each goal read before / after; the resident memory
+of every worker is read after the last round.
 
 Writes bench-<time>.json, bench-<time>.png and bench-<time>-before-after.png under
 profiling/results/ (and bench-latest*) and prints the tables and PASS/FAIL per target.
