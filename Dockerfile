@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # glassbox image: one image, three commands (docs/deploy.md):
-#   api       gunicorn -c python:service.gunicorn_conf     (the default CMD; threaded workers)
+#   api       gunicorn -c python:service.gunicorn_conf     (the default CMD)
 #   payments  gunicorn -c python:service.gunicorn_conf 'service.payments:create_app()'  (PORT=8001)
 #   migrate   flask --app service db upgrade
 # The last stage (runtime) is the default target; `--target profiler` builds the py-spy image.

@@ -43,7 +43,7 @@ run: migrate  ## The embedded default: SQLite, in-process cache and limiter, dem
 	PAYMENTS_URL=$${PAYMENTS_URL:-http://$(HOST):$(PAYMENTS_PORT)} \
 	    $(FLASK) run --host $(HOST) --port $(PORT) --no-reload --without-threads
 
-serve: migrate  ## Production server: gunicorn, threaded workers (docs/deploy.md); honours PORT, WEB_CONCURRENCY and WEB_THREADS
+serve: migrate  ## Production server: gunicorn (docs/deploy.md); honours PORT, WEB_CONCURRENCY and WEB_THREADS
 	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/var/metrics/api} \
 	    $(BIN)/gunicorn -c python:service.gunicorn_conf
 

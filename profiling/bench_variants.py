@@ -39,17 +39,17 @@ class Variant:
 NO_CACHE = {"BENCH_CACHE_TYPE": "NullCache"}
 OTEL_OFF = {"OTEL_SDK_DISABLED": "true"}
 OTEL_ALL = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
-# The default worker with 4 request threads instead of 1 (service/gunicorn_conf.py).
+# 4 request threads instead of 1: the threaded keep-alive worker (service/gunicorn_conf.py).
 THREADS4 = {"WEB_THREADS": "4"}
 # Continuous profiling on (service/profiles.py) at its default rate: the agent pushes to the
 # bench's sink, which answers every POST ("{sink}" is replaced by its URL at start).
 PROFILED = {"PYROSCOPE_SERVER_ADDRESS": "{sink}"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
 # The levers of issue 12's redesign, each switched off against the default (LEVERS below).
-# The worker model before it: sync, one connection per request (the name it had then). One
-# thread: gunicorn silently runs gthread instead of a sync worker when `threads` > 1.
-OLD_SYNC = {
-    "GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingSyncWorker --threads 1"
+# The default is the sync worker (one thread, a connection per request); this is the threaded
+# worker with one thread, connections kept alive (service/gunicorn_conf.py picks it for more).
+KEEPALIVE = {
+    "GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingThreadWorker --threads 1"
 }
 NO_LOCAL_TIER = {"CACHE_LOCAL_ENTRIES": "0"}  # Redis only, no per-worker tier in front
 POOLER_SAFE = {"DATABASE_POOLER": "transaction"}  # the PgBouncer-safe path, not direct
@@ -92,7 +92,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
     Variant("product_cached_profiled", PRODUCT, PROFILED, ids="hot", description="Pyroscope on"),
     # Each lever off, the rest as in the default variant it is compared with (LEVERS).
-    Variant("product_cached_sync", PRODUCT, OLD_SYNC, ids="hot", description="old server"),
+    Variant("product_cached_keepalive", PRODUCT, KEEPALIVE, ids="hot", description="keep-alive"),
     Variant("product_cached_no_local", PRODUCT, NO_LOCAL_TIER, ids="hot", description="Redis only"),
     Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="limiter on"),
     Variant("product_cached_threads4", PRODUCT, THREADS4, ids="hot", description="4 threads"),
@@ -108,7 +108,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
     Variant("product_uncached_otel_100", PRODUCT, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP, "all"),
-    Variant("product_uncached_sync", PRODUCT, {**NO_CACHE, **OLD_SYNC}, UNCACHED_APP, "all"),
+    Variant("product_uncached_keepalive", PRODUCT, {**NO_CACHE, **KEEPALIVE}, UNCACHED_APP, "all"),
     Variant("product_uncached_threads4", PRODUCT, {**NO_CACHE, **THREADS4}, UNCACHED_APP, "all"),
     Variant(
         "product_uncached_pooler_tx", PRODUCT, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP, "all"
@@ -227,10 +227,10 @@ class Lever:
 
 
 LEVERS: tuple[Lever, ...] = (
-    Lever("server (default / old sync)", "product_cached", "product_cached_sync"),
-    Lever("server (default / old sync)", "product_uncached", "product_uncached_sync"),
-    Lever("4 request threads / 1", "product_cached_threads4", "product_cached"),
-    Lever("4 request threads / 1", "product_uncached_threads4", "product_uncached"),
+    Lever("keep-alive worker / sync", "product_cached_keepalive", "product_cached"),
+    Lever("keep-alive worker / sync", "product_uncached_keepalive", "product_uncached"),
+    Lever("4 threads, keep-alive / sync", "product_cached_threads4", "product_cached"),
+    Lever("4 threads, keep-alive / sync", "product_uncached_threads4", "product_uncached"),
     Lever("per-worker cache tier", "product_cached", "product_cached_no_local"),
     Lever("no pooler / transaction", "product_uncached", "product_uncached_pooler_tx"),
     Lever("no pooler / transaction", "list_first", "list_first_pooler_tx"),

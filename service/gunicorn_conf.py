@@ -17,11 +17,10 @@ from service.logs import SERVICE_NAME, ContextFilter, json_formatter
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Workers that keep connections alive (worker_class at the end of this file): a client or
-# proxy reuses its connection instead of a TCP handshake per request. One request thread
-# per worker by default: with 4, contended stock updates queued 16 transactions deep on one
-# row and some orders hit the statement timeout (docs/deploy.md). With more threads,
-# DATABASE_POOL_SIZE must be at least WEB_THREADS.
+# One request at a time per worker by default (worker_class at the end of this file): with
+# 4 threads, contended stock updates queued 16 transactions deep on one row and some orders
+# hit the statement timeout, and make bench measured no gain (docs/deploy.md). With more
+# threads, DATABASE_POOL_SIZE must be at least WEB_THREADS.
 threads = int(os.environ.get("WEB_THREADS", "1"))
 timeout = 30
 graceful_timeout = 25
@@ -92,11 +91,15 @@ def worker_exit(server: Any, worker: Any) -> None:
     telemetry.shutdown()
 
 
-# gunicorn's gthread worker, but it answers the requests its HTTP parser refuses as
-# problem+json, takes a connection only while a thread is free (the stock one let one
-# worker take every kept-alive connection), and on SIGTERM it also serves the connections
-# queued on the listening socket instead of leaving them to be reset
-# (service/gunicorn_worker.py). The one-request-per-process model it replaced: WEB_THREADS=1
-# and `--worker-class service.gunicorn_worker.DrainingSyncWorker` (with more threads,
-# gunicorn swaps a class named *SyncWorker for its own gthread worker).
-worker_class = "service.gunicorn_worker.DrainingThreadWorker"
+# Both workers answer the requests gunicorn's HTTP parser refuses as problem+json and, on
+# SIGTERM, also serve the connections queued on the listening socket instead of leaving
+# them to be reset (service/gunicorn_worker.py). One thread: the sync worker (a connection
+# per request); make bench measured the threaded keep-alive worker with one thread at 0.87x
+# its req/s on a cached read and 0.91x uncached (docs/measurement.md). More threads: the
+# threaded worker, which keeps connections alive and takes a connection only while a thread
+# is free (gunicorn would swap a *SyncWorker class for its stock gthread worker anyway).
+worker_class = (
+    "service.gunicorn_worker.DrainingSyncWorker"
+    if threads == 1
+    else "service.gunicorn_worker.DrainingThreadWorker"
+)

@@ -230,7 +230,7 @@ SERVER_VARIABLES: tuple[Variable, ...] = (
         "WEB_THREADS",
         "1",
         _int(1, 64),
-        "request threads per gunicorn worker; keep DATABASE_POOL_SIZE at least this",
+        "request threads per gunicorn worker (1: sync worker); DATABASE_POOL_SIZE at least this",
     ),
     Variable("PAYMENTS_PORT", "8001", _int(1, 65535), "port of the payments service (make)"),
     Variable(

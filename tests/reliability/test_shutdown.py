@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.reliability.conftest import StartServer
@@ -21,7 +22,8 @@ from tests.reliability.servers import GunicornServer, wait_until
 
 SLOW_MS = 3000
 WORKERS = 2
-THREADS = 2  # request threads per worker (WEB_THREADS)
+# Request threads per worker (WEB_THREADS): 1 runs the sync worker, 2 the threaded one.
+THREAD_COUNTS = (1, 2)
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -61,8 +63,9 @@ def connections_queued(server: GunicornServer) -> int:
     return sum(1 for inode in _established(server) if inode == "0")
 
 
+@pytest.mark.parametrize("threads_per_worker", THREAD_COUNTS)
 def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
-    gunicorn_server: StartServer, server_database: str
+    gunicorn_server: StartServer, server_database: str, threads_per_worker: int
 ) -> None:
     # A budget past the slow reports (the default 5 s gives SQL 2 s: statement_timeout).
     server = gunicorn_server(
@@ -70,7 +73,7 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
         REPORTS_SQL_DELAY_MS=str(SLOW_MS),
         REQUEST_BUDGET="10",
         WEB_CONCURRENCY=str(WORKERS),
-        WEB_THREADS=str(THREADS),
+        WEB_THREADS=str(threads_per_worker),
     )
     results: dict[str, Any] = {}
 
@@ -86,7 +89,7 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
         thread.start()
         return thread
 
-    busy = WORKERS * THREADS
+    busy = WORKERS * threads_per_worker
     threads = [start(f"report {n}", "/api/v1/reports/sales") for n in range(busy)]
     # Every thread of both workers is inside a slow report...
     wait_until(
@@ -94,7 +97,8 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
     )
     # ...each worker as many as it has threads: a worker whose threads are all busy leaves
     # new connections to the others (gunicorn's own gthread worker takes up to 1000).
-    assert sorted(connections_held_by_each_worker(server).values()) == [THREADS] * WORKERS
+    held = sorted(connections_held_by_each_worker(server).values())
+    assert held == [threads_per_worker] * WORKERS
     # ...and three more requests wait in the listening socket's queue.
     threads += [start(f"queued {n}", "/api/v1/categories") for n in range(3)]
     wait_until(lambda: connections_queued(server) == 3, timeout=30, what="3 queued requests")
