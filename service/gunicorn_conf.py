@@ -94,10 +94,11 @@ def worker_exit(server: Any, worker: Any) -> None:
 # Both workers answer the requests gunicorn's HTTP parser refuses as problem+json and, on
 # SIGTERM, also serve the connections queued on the listening socket instead of leaving
 # them to be reset (service/gunicorn_worker.py). One thread: the sync worker (a connection
-# per request); make bench measured the threaded keep-alive worker with one thread at 0.87x
-# its req/s on a cached read and 0.91x uncached (docs/measurement.md). More threads: the
-# threaded worker, which keeps connections alive and takes a connection only while a thread
-# is free (gunicorn would swap a *SyncWorker class for its stock gthread worker anyway).
+# per request); make bench measured the threaded keep-alive worker with one thread at
+# 0.86-0.87x its req/s on a cached read and 0.91-0.98x uncached (docs/measurement.md).
+# More threads: the threaded worker, which keeps connections alive and takes a connection
+# only while a thread is free (gunicorn would swap a *SyncWorker class for its stock gthread
+# worker anyway).
 worker_class = (
     "service.gunicorn_worker.DrainingSyncWorker"
     if threads == 1
