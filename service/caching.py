@@ -18,7 +18,8 @@ from flask import Flask, current_app
 from opentelemetry import trace
 
 from service.extensions import cache
-from service.local_cache import MISSING, LocalTier
+from service.local_cache import MISSING as _MISSING
+from service.local_cache import LocalTier
 from service.logs import EveryInterval
 from service.metrics import metrics
 
@@ -27,7 +28,6 @@ T = TypeVar("T")
 log = logging.getLogger("service.cache")
 
 _warning_interval = EveryInterval()
-_MISSING = MISSING
 _TIER = "glassbox.local_cache"
 _FAILED = object()  # the cache did not answer: a miss, counted as an error
 

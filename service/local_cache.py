@@ -157,8 +157,7 @@ class LocalTier:
             self._lost(exc)
             return None
         connection._parser.set_invalidation_push_handler(self._invalidate)
-        self._entries.clear()
-        self._epoch += 1
+        self._start_over()
         self._connection = connection
         return connection
 
@@ -172,10 +171,14 @@ class LocalTier:
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             self._entries.pop(name[start:], None)
 
-    def _lost(self, exc: Exception) -> None:
-        connection, self._connection = self._connection, None
+    def _start_over(self) -> None:
+        """Forget every value and every read in flight: pushes may have been missed."""
         self._entries.clear()
         self._epoch += 1
+
+    def _lost(self, exc: Exception) -> None:
+        connection, self._connection = self._connection, None
+        self._start_over()
         if connection is not None:
             with contextlib.suppress(Exception):  # already gone
                 connection.disconnect()
@@ -184,8 +187,7 @@ class LocalTier:
     def _forked(self) -> None:
         # The parent's socket is not ours: forget it without closing it, start empty.
         self._connection = None
-        self._entries.clear()
-        self._epoch += 1
+        self._start_over()
         self._reconnect = EveryInterval(RECONNECT_SECONDS)
         self._lock = threading.Lock()
 

@@ -192,10 +192,10 @@ def keyset_page(
     return Page(items=rows[:limit], next_cursor=next_cursor)
 
 
-def link_headers(page: Page[Any]) -> dict[str, str]:
+def link_headers(next_cursor: str | None) -> dict[str, str]:
     """RFC 8288 `Link` to the next page, keeping the request's other query parameters."""
-    if page.next_cursor is None:
+    if next_cursor is None:
         return {}
     params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
-    params.append(("cursor", page.next_cursor))
+    params.append(("cursor", next_cursor))
     return {"Link": f'<{request.base_url}?{urlencode(params)}>; rel="next"'}

@@ -23,7 +23,7 @@ from service.catalog.schemas import (
     ProductSchema,
     ProductUpdateSchema,
 )
-from service.pagination import ListArgsSchema, Page, link_headers
+from service.pagination import ListArgsSchema, link_headers
 from service.representations import Representation, page_renderer, renderer, respond
 from service.version import __version__
 
@@ -39,7 +39,7 @@ def version_of(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _page_response(page: Representation) -> Any:
-    return respond(page, headers=link_headers(Page([], page.next_cursor)))
+    return respond(page, headers=link_headers(page.next_cursor))
 
 
 CATEGORY = renderer(CategorySchema(), version=version_of)

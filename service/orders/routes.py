@@ -33,7 +33,7 @@ class Orders(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """List this API key's orders (an operator key: everyone's), newest first"""
         page = orders.list_orders(**args, owner=owner_scope())
-        return page, link_headers(page)
+        return page, link_headers(page.next_cursor)
 
     @require_api_key(blp)
     @blp.arguments(OrderCreateSchema)
