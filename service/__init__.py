@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
 
 from service import caching, database, edge, health, json_provider, telemetry
 from service import logs as app_logging
@@ -59,6 +60,21 @@ class Glassbox(Flask):
         return self.async_to_sync(func) if is_async else func
 
 
+class NoSessions(SessionInterface):
+    """The API keeps no session: no cookie is read or written.
+
+    Flask's default cookie session builds an itsdangerous signer for every request, to find
+    no cookie: ≈ 5% of a cached read's worker time (py-spy). Flask gives a request without a
+    session its read-only null session.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application. `config` overrides environment variables by name."""
     settings = load_config(overrides=config)
@@ -70,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
 
     app = Glassbox(__name__)
+    app.session_interface = NoSessions()
     json_provider.init_app(app)
     app.config.update(settings)
     app.config.update(

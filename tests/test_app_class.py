@@ -65,3 +65,24 @@ def test_an_operation_without_query_parameters_parses_no_empty_query(
     assert response.status_code == 422
     assert "x" in response.json["errors"]
     assert locations == ["query"]
+
+
+def test_no_session_cookie_is_read_or_written(
+    app: Flask, client: FlaskClient, make: Factories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import session
+    from flask.sessions import SecureCookieSessionInterface
+
+    product = make.product()
+    seen: list[bool] = []
+
+    def signer(*_: Any) -> None:  # Flask's cookie session builds one for every request
+        seen.append(True)
+
+    monkeypatch.setattr(SecureCookieSessionInterface, "get_signing_serializer", signer)
+    app.add_url_rule("/session-probe", "session_probe", lambda: str(session.get("user")))
+    response = client.get(f"/api/v1/products/{product.id}", headers={"Cookie": "session=x"})
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert client.get("/session-probe").get_data(as_text=True) == "None"
+    assert seen == []
