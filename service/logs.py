@@ -11,8 +11,10 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import orjson
 from flask import request
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -197,6 +199,8 @@ def configure_logging(
         handler.setFormatter(json_formatter())
     handler.addFilter(ContextFilter(service_name))
     root.addHandler(handler)
+    global _direct  # the access line's shortcut, for this JSON handler only (log_access)
+    _direct = _DirectAccessLine(handler, service_name) if _is_json(handler) else None
     root.setLevel(level)
     # The access line below replaces werkzeug's and gunicorn's own request logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -220,6 +224,9 @@ def log_access(method: str, route: str, status: int, seconds: float) -> None:
         "duration_ms": round(seconds * 1000, 3),
         "client": request.remote_addr,
     }
+    direct = _direct
+    if direct is not None and direct.applies() and direct.write(extra):
+        return
     pathname, lineno, function = _ACCESS_CALLER
     record = access_log.makeRecord(
         access_log.name, logging.INFO, pathname, lineno, "request", (), None, function, extra
@@ -230,3 +237,64 @@ def log_access(method: str, route: str, status: int, seconds: float) -> None:
 # Where every access record comes from (the function above, by its first line), stated
 # once: `Logger.findCaller` walking the stack for it cost ≈ 18% of the access line.
 _ACCESS_CALLER = (log_access.__code__.co_filename, log_access.__code__.co_firstlineno, "log_access")
+
+
+def _is_json(handler: logging.Handler) -> bool:
+    return isinstance(handler.formatter, OrjsonFormatter)
+
+
+class _DirectAccessLine:
+    """Writes the access line's JSON straight to the handler's stream.
+
+    The same bytes as the record path (python-json-logger's fields in its order), without a
+    LogRecord, filters and the formatter: that machinery was ≈ 8% of a cached read's worker
+    time (py-spy; 2 KB of attribute copying per line). Used only while the JSON handler is
+    the one place access records would go: another handler anywhere on the way (OTLP log
+    export, a test's capture) makes `applies()` false and the record path runs.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[TextIO], service_name: str) -> None:
+        self.handler = handler
+        self.service_name = service_name
+        self.root = logging.getLogger()
+
+    def applies(self) -> bool:
+        handler = self.handler
+        if self.root.handlers != [handler] or handler.level > logging.INFO:
+            return False
+        logger: logging.Logger | None = access_log
+        while logger is not None and logger is not self.root:
+            if logger.handlers or logger.filters or not logger.propagate or logger.disabled:
+                return False
+            logger = logger.parent
+        return len(handler.filters) == 1
+
+    def write(self, extra: dict[str, Any]) -> bool:
+        """False when the line could not be written (the record path then reports it)."""
+        trace_id, span_id = current_trace_ids()
+        now = time.time()
+        line = {
+            "level": "INFO",
+            "logger": access_log.name,
+            "message": "request",
+            "service": self.service_name,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "pid": os.getpid(),
+            **extra,
+            "timestamp": datetime.fromtimestamp(now, tz=UTC).isoformat(),
+        }
+        handler = self.handler
+        handler.acquire()
+        try:
+            stream = handler.stream
+            stream.write(orjson.dumps(line).decode() + handler.terminator)
+            stream.flush()
+        except Exception:  # a closed or full stream: let logging's own error handling speak
+            return False
+        finally:
+            handler.release()
+        return True
+
+
+_direct: _DirectAccessLine | None = None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 
 import pytest
@@ -35,6 +36,50 @@ def test_one_json_access_line_per_request(
     assert line["level"] == "INFO"
     assert line["service"] == "glassbox-api"
     assert {"trace_id", "span_id", "timestamp"} <= set(line)
+
+
+def _access_line_written(app: Flask, monkeypatch: pytest.MonkeyPatch, *, alone: bool) -> dict:
+    """The access line of one request, the app's JSON handler writing into a buffer: the only
+    handler (`alone`), or beside another one, as when logs are exported or captured."""
+    from service.logs import access_log
+
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "_glassbox_json", False)]
+    buffer = io.StringIO()
+    monkeypatch.setattr(handler, "stream", buffer)
+    others = [] if alone else [logging.NullHandler()]
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler, *others])
+    records: list[logging.LogRecord] = []
+    make_record = access_log.makeRecord
+
+    def counted(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)  # type: ignore[arg-type]
+        records.append(record)
+        return record
+
+    monkeypatch.setattr(access_log, "makeRecord", counted)
+    app.test_client().get("/api/v1/products/123456", headers={"X-Forwarded-For": "10.0.0.1"})
+    monkeypatch.undo()
+    (line,) = [json.loads(text) for text in buffer.getvalue().splitlines()]
+    line["records_made"] = len(records)
+    return line
+
+
+def test_the_direct_access_line_is_the_record_paths_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = build_app(sqlite_url, LOG_LEVEL="INFO", LOG_FORMAT="json")
+    direct = _access_line_written(app, monkeypatch, alone=True)
+    recorded = _access_line_written(app, monkeypatch, alone=False)
+    # Alone, the line is written without a LogRecord; beside another handler, through one.
+    assert (direct.pop("records_made"), recorded.pop("records_made")) == (0, 1)
+    assert list(direct) == list(recorded)  # the same fields in the same order
+    varying = {"timestamp", "duration_ms", "trace_id", "span_id"}
+    assert {k: v for k, v in direct.items() if k not in varying} == {
+        k: v for k, v in recorded.items() if k not in varying
+    }
+    assert (direct["status"], direct["route"]) == (404, "/api/v1/products/{product_id}")
+    assert (len(direct["trace_id"]), len(direct["span_id"])) == (32, 16)
+    assert direct["timestamp"].endswith("+00:00")
 
 
 def test_errors_are_logged_once_with_their_stack(
