@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
 
 import flask_limiter
 from flask import Flask, request
+from limits.storage import RedisStorage
 
 from service.auth.decorators import rate_limit_key
 from service.edge import set_aside_retry_after, unobserved_path
@@ -28,9 +33,68 @@ class Limiter(flask_limiter.Limiter):
     def init_app(self, app: Flask) -> None:
         config = app.config
         config.setdefault("RATELIMIT_APPLICATION", config.pop("RATELIMIT_DEFAULT", None))
+        uri = str(config.get("RATELIMIT_STORAGE_URI") or "")
+        if urlsplit(uri).scheme in _REDIS_SCHEMES:
+            config["RATELIMIT_STORAGE_URI"] = ONE_TRIP_PREFIX + uri
         super().init_app(app)
         # After the limiter's own hook, so it runs first (Flask runs them in reverse order).
         app.after_request(set_aside_retry_after)
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "unix")
+ONE_TRIP_PREFIX = "glassbox+"
+# The increment of limits' own script (incr_expire.lua), answering the TTL with the count.
+_INCR_EXPIRE_TTL = b"""
+local current = redis.call("incrby", KEYS[1], ARGV[2])
+if tonumber(current) == tonumber(ARGV[2]) then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
+
+
+class OneTripRedisStorage(RedisStorage):
+    """limits' Redis storage whose increment also answers the window's count and reset.
+
+    Flask-Limiter writes the RateLimit-* headers from a GET and a TTL right after its
+    increment: three Redis round trips per request, measured at 0.42x a cached read's
+    throughput (make bench, product_cached_limited against product_cached). Here the
+    increment's script returns both, and the GET and TTL that follow on the same thread for
+    the same key read them: one round trip. Counting is unchanged (one atomic INCRBY per
+    request, shared by every worker), so limits stay exact; the headers show the count as
+    of this request's own increment. A read that does not follow an increment within
+    MEMO_SECONDS goes to Redis as before.
+    """
+
+    STORAGE_SCHEME = [ONE_TRIP_PREFIX + scheme for scheme in _REDIS_SCHEMES]
+    MEMO_SECONDS = 1.0
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(ONE_TRIP_PREFIX), **options)
+        self._incr_expire_ttl = self.get_connection().register_script(_INCR_EXPIRE_TTL)
+        self._memo = threading.local()  # gunicorn's threaded worker: one per request thread
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        count, ttl = self._incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        self._memo.entry = (key, int(count), max(int(ttl), 0) + time.time(), time.monotonic())
+        return int(count)
+
+    def _remembered(self, key: str) -> tuple[int, float] | None:
+        entry = getattr(self._memo, "entry", None)
+        if entry is None or entry[0] != key or time.monotonic() - entry[3] > self.MEMO_SECONDS:
+            return None
+        return entry[1], entry[2]
+
+    def get(self, key: str) -> int:
+        remembered = self._remembered(key)
+        return remembered[0] if remembered is not None else super().get(key)
+
+    def get_expiry(self, key: str) -> float:
+        remembered = self._remembered(key)
+        if remembered is None:
+            return super().get_expiry(key)
+        self._memo.entry = None  # the headers are written: later reads ask Redis
+        return remembered[1]
 
 
 def _request_identifier() -> str:

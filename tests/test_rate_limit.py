@@ -44,6 +44,31 @@ def test_limit_in_redis_is_shared_between_apps(sqlite_url: str, redis_url: str) 
     assert codes == [200, 200, 200, 429, 429]
 
 
+def test_a_limited_request_costs_one_redis_round_trip(sqlite_url: str, redis_url: str) -> None:
+    app = _limited_app(sqlite_url, redis_url)
+    client = app.test_client()
+    client.get("/api/v1/categories")  # the script is loaded on the first call (EVAL)
+    storage = next(iter(app.extensions["limiter"])).limiter.storage
+    commands: list[str] = []
+    execute = storage.storage.execute_command
+
+    def counted(*args: object, **options: object) -> object:
+        commands.append(str(args[0]).upper())
+        return execute(*args, **options)
+
+    storage.storage.execute_command = counted
+    second, third = client.get("/api/v1/categories"), client.get("/api/v1/categories")
+    # The count and the reset in the headers come with the increment, not with GET and TTL.
+    assert commands == ["EVALSHA", "EVALSHA"]
+    assert [second.headers["RateLimit-Remaining"], third.headers["RateLimit-Remaining"]] == [
+        "1",
+        "0",
+    ]
+    assert 0 < int(third.headers["RateLimit-Reset"]) <= 61
+    assert client.get("/api/v1/categories").status_code == 429
+    assert commands == ["EVALSHA"] * 3
+
+
 def test_successful_responses_carry_ratelimit_headers_but_no_retry_after(sqlite_url: str) -> None:
     response = _limited_app(sqlite_url).test_client().get("/api/v1/categories")
     assert response.headers["RateLimit-Remaining"] == "2"
