@@ -8,6 +8,7 @@ cursor or one taken from another list is refused with a 400 instead of reaching 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ from flask import current_app, request
 from sqlalchemy import Integer, Select, bindparam, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
+from werkzeug.sansio.utils import get_current_url
 
 from service.errors import InvalidCursor
 from service.fields import AsciiInteger
@@ -230,4 +232,12 @@ def link_headers(next_cursor: str | None) -> dict[str, str]:
         return {}
     params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
     params.append(("cursor", next_cursor))
-    return {"Link": f'<{request.base_url}?{urlencode(params)}>; rel="next"'}
+    base_url = _base_url(request.scheme, request.host, request.root_path, request.path)
+    return {"Link": f'<{base_url}?{urlencode(params)}>; rel="next"'}
+
+
+# `request.base_url`, remembered: werkzeug quotes and converts the URL to an IRI on every
+# request. Bounded, as the Host header is the client's.
+@functools.lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str, root_path: str, path: str) -> str:
+    return get_current_url(scheme, host, root_path, path)

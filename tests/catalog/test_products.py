@@ -224,6 +224,19 @@ def test_link_header_keeps_filters(client: FlaskClient, make: Factories) -> None
     assert f"cursor={response.json['next_cursor']}" in link
 
 
+def test_link_header_is_the_request_url(client: FlaskClient, make: Factories) -> None:
+    """Scheme, host and the root the app is mounted under, as the client asked."""
+    category = make.category()
+    for _ in range(3):
+        make.product(category_id=category.id)
+    for base_url in ["http://localhost", "https://shop.example:8443/store"]:
+        response = client.get("/api/v1/products?limit=2&sort=name", base_url=base_url)
+        cursor = response.json["next_cursor"]
+        assert response.headers["Link"] == (
+            f'<{base_url}/api/v1/products?limit=2&sort=name&cursor={cursor}>; rel="next"'
+        )
+
+
 def test_etag_and_if_none_match(client: FlaskClient, make: Factories, auth_headers: dict) -> None:
     product = make.product()
     first = client.get(f"/api/v1/products/{product.id}")
