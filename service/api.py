@@ -123,7 +123,7 @@ class Blueprint(flask_smorest.Blueprint):
         super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
 
     def _no_query(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        decorate = self.arguments(NoQueryParameters, location="query", as_kwargs=True)
+        decorate = self.arguments(NoQueryParameters(), location="query", as_kwargs=True)
         parsed = cast(Callable[..., Any], decorate(handler))
 
         # Without a query string there is nothing to refuse: skip webargs' parse of an empty

@@ -8,6 +8,7 @@ cursor or one taken from another list is refused with a 400 instead of reaching 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -20,9 +21,10 @@ from urllib.parse import urlencode
 
 import marshmallow as ma
 from flask import current_app, request
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Integer, Select, bindparam, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
+from werkzeug.sansio.utils import get_current_url
 
 from service.errors import InvalidCursor
 from service.fields import AsciiInteger
@@ -165,29 +167,61 @@ def _fits(value: Any, column: InstrumentedAttribute[Any]) -> bool:
     return isinstance(value, expected)
 
 
+# Names of keyset_page's own parameters; a list's filters must use others.
+_LIMIT = "page_limit"
+_AFTER = ("page_after_key", "page_after_id")
+
+
+class KeysetQuery:
+    """The two statements of one list shape (base statement and sort): the first page, and
+    a page after a cursor. The cursor values and the page size are bind parameters.
+
+    Build one per shape and keep it: SQLAlchemy memoizes a statement object's cache key, and
+    a statement that is the very object its cached compilation came from skips adapting the
+    result's column map to it (`_adapt_to_context`). A new Select per request paid for both.
+    """
+
+    def __init__(self, statement: Select[Any], sort: SortKey) -> None:
+        self.sort = sort
+        columns = (sort.column, sort.id_column)
+        order = [c.desc() if sort.descending else c.asc() for c in columns]
+        limit = bindparam(_LIMIT, type_=Integer())
+        # Bound with each column's type (MoneyColumn, UTCDateTime), as literals were.
+        bound = tuple_(
+            *(bindparam(name, type_=c.type) for name, c in zip(_AFTER, columns, strict=True))
+        )
+        position = tuple_(*columns)
+        after = position < bound if sort.descending else position > bound
+        self.first: Select[Any] = statement.order_by(*order).limit(limit)
+        self.after: Select[Any] = statement.where(after).order_by(*order).limit(limit)
+
+
 def keyset_page(
-    statement: Select[Any],
+    query: KeysetQuery,
     *,
-    sort: SortKey,
     limit: int,
     cursor: str | None,
     scope: str,
-    execute: Callable[[Select[Any]], Sequence[T]],
+    execute: Callable[[Select[Any], Mapping[str, Any]], Sequence[T]],
     key_of: Callable[[T], Sequence[Any]],
+    params: Mapping[str, Any] | None = None,
 ) -> Page[T]:
-    """Run one page of `statement` ordered by (sort column, id) after `cursor`."""
-    columns = (sort.column, sort.id_column)
+    """Run one page of `query` ordered by (sort column, id) after `cursor`.
+
+    `execute` runs a statement with its parameters: `params` (the list's filters) plus the
+    page size and, after a cursor, its values.
+    """
+    values = {**(params or {}), _LIMIT: limit + 1}
+    statement = query.first
     if cursor is not None:
+        sort = query.sort
+        columns = (sort.column, sort.id_column)
         after = decode_cursor(cursor, scope, 2)
         if not all(_fits(value, column) for value, column in zip(after, columns, strict=True)):
             raise InvalidCursor("The cursor is malformed.")
-        position = tuple_(*columns)
-        # A plain tuple on the right binds each value with its column's type (MoneyColumn,
-        # UTCDateTime).
-        bound = tuple(after)
-        statement = statement.where(position < bound if sort.descending else position > bound)
-    order = [c.desc() if sort.descending else c.asc() for c in columns]
-    rows = list(execute(statement.order_by(*order).limit(limit + 1)))
+        values.update(zip(_AFTER, after, strict=True))
+        statement = query.after
+    rows = list(execute(statement, values))
     next_cursor = encode_cursor(scope, key_of(rows[limit - 1])) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor)
 
@@ -198,4 +232,12 @@ def link_headers(next_cursor: str | None) -> dict[str, str]:
         return {}
     params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
     params.append(("cursor", next_cursor))
-    return {"Link": f'<{request.base_url}?{urlencode(params)}>; rel="next"'}
+    base_url = _base_url(request.scheme, request.host, request.root_path, request.path)
+    return {"Link": f'<{base_url}?{urlencode(params)}>; rel="next"'}
+
+
+# `request.base_url`, remembered: werkzeug quotes and converts the URL to an IRI on every
+# request. Bounded, as the Host header is the client's.
+@functools.lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str, root_path: str, path: str) -> str:
+    return get_current_url(scheme, host, root_path, path)

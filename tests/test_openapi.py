@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import marshmallow as ma
+import pytest
 from flask.testing import FlaskClient
 
 
@@ -96,3 +99,29 @@ def test_every_operation_has_a_stable_camel_case_operation_id(client: FlaskClien
     # Generated clients name their functions after these: renaming one breaks users' code.
     assert found == OPERATION_IDS
     assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", name) for name in found.values())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/products?limit=2&sort=name",
+        "/api/v1/categories?limit=2",
+        "/api/v1/reports/sales?group_by=day",
+    ],
+)
+def test_parsing_arguments_builds_no_schema(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """Routes give webargs schema instances: given a class, it builds (and deep-copies the
+    fields of) a new schema on every request."""
+    client.get(url)  # a response schema builds its nested schemas on its first dump
+    built: list[str] = []
+    original = ma.Schema.__init__
+
+    def counting(self: ma.Schema, *args: Any, **kwargs: Any) -> None:
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ma.Schema, "__init__", counting)
+    client.get(url)
+    assert built == []

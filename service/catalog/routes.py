@@ -56,7 +56,7 @@ products = Blueprint("products", __name__, url_prefix="/api/v1/products", descri
 
 @categories.route("")
 class Categories(MethodView):
-    @categories.arguments(ListArgsSchema, location="query")
+    @categories.arguments(ListArgsSchema(), location="query")
     @categories.response(200, CategoryPageSchema)
     @categories.doc(operationId="listCategories")
     def get(self, args: dict[str, Any]) -> Any:
@@ -64,7 +64,7 @@ class Categories(MethodView):
         return _page_response(catalog.list_categories(**args, render=CATEGORY_PAGE))
 
     @require_api_key(categories)
-    @categories.arguments(CategorySchema)
+    @categories.arguments(CategorySchema())
     @categories.response(201, CategorySchema)
     @categories.alt_response(409, response="CONFLICT")
     @categories.doc(operationId="createCategory")
@@ -84,7 +84,7 @@ class CategoryById(MethodView):
         return respond(catalog.get_category(category_id=category_id, render=CATEGORY))
 
     @require_api_key(categories)
-    @categories.arguments(CategoryUpdateSchema)
+    @categories.arguments(CategoryUpdateSchema())
     @categories.response(200, CategorySchema)
     @categories.alt_response(404, response="NOT_FOUND")
     @categories.alt_response(409, response="CONFLICT")
@@ -105,7 +105,7 @@ class CategoryById(MethodView):
 
 @products.route("")
 class Products(MethodView):
-    @products.arguments(ProductListArgsSchema, location="query")
+    @products.arguments(ProductListArgsSchema(), location="query")
     @products.response(200, ProductPageSchema)
     @products.doc(operationId="listProducts")
     def get(self, args: dict[str, Any]) -> Any:
@@ -113,7 +113,7 @@ class Products(MethodView):
         return _page_response(catalog.list_products(**args, render=PRODUCT_PAGE))
 
     @require_api_key(products)
-    @products.arguments(ProductSchema)
+    @products.arguments(ProductSchema())
     @products.response(201, ProductSchema)
     @products.alt_response(409, response="CONFLICT")
     @products.doc(operationId="createProduct")
@@ -133,7 +133,7 @@ class ProductById(MethodView):
         return respond(catalog.get_product(product_id=product_id, render=PRODUCT))
 
     @require_api_key(products)
-    @products.arguments(ProductUpdateSchema)
+    @products.arguments(ProductUpdateSchema())
     @products.response(200, ProductSchema)
     @products.alt_response(404, response="NOT_FOUND")
     @products.alt_response(409, response="CONFLICT")

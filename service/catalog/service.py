@@ -14,7 +14,7 @@ from service.catalog.models import Category, Product
 from service.database import read_rows
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.extensions import db
-from service.pagination import Page, SortKey, keyset_page, scope_of
+from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
 
 CATALOG = "catalog"
 
@@ -46,6 +46,29 @@ _PRODUCT_SORTS = {
     "price": Product.price,
     "created_at": Product.created_at,
 }
+_CATEGORY_PAGES = KeysetQuery(_CATEGORY_SELECT, SortKey(Category.id, Category.id))
+# The product list's filters as bind parameters, so one statement serves every value.
+_PRODUCT_FILTERS = {
+    "category_id": Product.category_id == bindparam("category_id", type_=Product.category_id.type),
+    "min_price": Product.price >= bindparam("min_price", type_=Product.price.type),
+    "max_price": Product.price <= bindparam("max_price", type_=Product.price.type),
+    "q": Product.name.ilike(bindparam("q", type_=Product.name.type), escape="\\"),
+}
+# One KeysetQuery per shape (filters given, sort): at most 2**4 * 6 of them.
+_product_pages: dict[tuple[str, frozenset[str]], KeysetQuery] = {}
+
+
+def _product_query(sort: str, filters: frozenset[str]) -> KeysetQuery:
+    query = _product_pages.get((sort, filters))
+    if query is None:
+        statement = _PRODUCT_SELECT
+        for name in _PRODUCT_FILTERS:  # a fixed order: one statement per set of filters
+            if name in filters:
+                statement = statement.where(_PRODUCT_FILTERS[name])
+        column = _PRODUCT_SORTS[sort.lstrip("-")]
+        query = KeysetQuery(statement, SortKey(column, Product.id, descending=sort.startswith("-")))
+        _product_pages[(sort, filters)] = query
+    return query
 
 
 def _category_data(category: Category) -> CategoryData:
@@ -66,8 +89,7 @@ def list_categories(
 
     def load() -> Page[CategoryData]:
         page = keyset_page(
-            _CATEGORY_SELECT,
-            sort=SortKey(Category.id, Category.id),
+            _CATEGORY_PAGES,
             limit=limit,
             cursor=cursor,
             scope=scope,
@@ -151,24 +173,24 @@ def list_products(
     column = _PRODUCT_SORTS[sort.lstrip("-")]
 
     def load() -> Page[ProductData]:
-        statement = _PRODUCT_SELECT
+        params: dict[str, Any] = {}
         if category_id is not None:
-            statement = statement.where(Product.category_id == category_id)
+            params["category_id"] = category_id
         if min_price is not None:
-            statement = statement.where(Product.price >= min_price)
+            params["min_price"] = min_price
         if max_price is not None:
-            statement = statement.where(Product.price <= max_price)
+            params["max_price"] = max_price
         if q:
             escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            statement = statement.where(Product.name.ilike(f"%{escaped}%", escape="\\"))
+            params["q"] = f"%{escaped}%"
         page = keyset_page(
-            statement,
-            sort=SortKey(column, Product.id, descending=sort.startswith("-")),
+            _product_query(sort, frozenset(params)),
             limit=limit,
             cursor=cursor,
             scope=scope,
             execute=read_rows,
             key_of=lambda p: (p[column.key], p["id"]),
+            params=params,
         )
         return Page([dict(p) for p in page.items], page.next_cursor)
 

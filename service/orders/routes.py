@@ -27,7 +27,7 @@ ORDER_ID = "<int(min=1, max=2147483647):order_id>"
 @blp.route("")
 class Orders(MethodView):
     @require_api_key(blp)
-    @blp.arguments(OrderListArgsSchema, location="query")
+    @blp.arguments(OrderListArgsSchema(), location="query")
     @blp.response(200, OrderPageSchema)
     @blp.doc(operationId="listOrders")
     def get(self, args: dict[str, Any]) -> Any:
@@ -36,8 +36,8 @@ class Orders(MethodView):
         return page, link_headers(page.next_cursor)
 
     @require_api_key(blp)
-    @blp.arguments(OrderCreateSchema)
-    @blp.arguments(IdempotencyHeadersSchema, location="headers")
+    @blp.arguments(OrderCreateSchema())
+    @blp.arguments(IdempotencyHeadersSchema(), location="headers")
     @blp.response(201, OrderSchema)
     @blp.alt_response(402, response="PAYMENT_REQUIRED", description="Payment declined")
     @blp.alt_response(

@@ -40,7 +40,7 @@ from service.fields import MAX_AMOUNT
 from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
 from service.orders.payment_gateway import GatewayUnavailable, current_gateway
-from service.pagination import Page, SortKey, keyset_page, scope_of
+from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
 
 tracer = trace.get_tracer("glassbox")
 
@@ -323,14 +323,13 @@ def list_orders(
     if customer_email is not None:
         statement = statement.where(Order.customer_email == customer_email)
     page = keyset_page(
-        statement,
-        sort=SortKey(Order.id, Order.id, descending=True),
+        KeysetQuery(statement, SortKey(Order.id, Order.id, descending=True)),
         limit=limit,
         cursor=cursor,
         scope=scope_of(
             "orders", {"owner": owner, "status": status, "customer_email": customer_email}
         ),
-        execute=lambda s: list(db.session.scalars(s)),
+        execute=lambda s, p: list(db.session.scalars(s, p)),
         key_of=lambda o: (o.id, o.id),
     )
     return Page([order_data(o) for o in page.items], page.next_cursor)

@@ -15,7 +15,7 @@ blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="
 
 @blp.route("/sales")
 class SalesReport(MethodView):
-    @blp.arguments(SalesReportArgsSchema, location="query")
+    @blp.arguments(SalesReportArgsSchema(), location="query")
     @blp.response(200, SalesReportSchema)
     @blp.doc(operationId="getSalesReport")
     def get(self, args: dict[str, Any]) -> Any:

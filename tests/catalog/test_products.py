@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.engine.cursor import CursorResultMetaData
 
 from service.catalog.models import Product
 from service.extensions import db
@@ -222,6 +224,19 @@ def test_link_header_keeps_filters(client: FlaskClient, make: Factories) -> None
     assert f"cursor={response.json['next_cursor']}" in link
 
 
+def test_link_header_is_the_request_url(client: FlaskClient, make: Factories) -> None:
+    """Scheme, host and the root the app is mounted under, as the client asked."""
+    category = make.category()
+    for _ in range(3):
+        make.product(category_id=category.id)
+    for base_url in ["http://localhost", "https://shop.example:8443/store"]:
+        response = client.get("/api/v1/products?limit=2&sort=name", base_url=base_url)
+        cursor = response.json["next_cursor"]
+        assert response.headers["Link"] == (
+            f'<{base_url}/api/v1/products?limit=2&sort=name&cursor={cursor}>; rel="next"'
+        )
+
+
 def test_etag_and_if_none_match(client: FlaskClient, make: Factories, auth_headers: dict) -> None:
     product = make.product()
     first = client.get(f"/api/v1/products/{product.id}")
@@ -287,3 +302,84 @@ def test_out_of_range_ids_are_404(client: FlaskClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"
+
+
+FILTERS = ["category_id", "min_price", "max_price", "q"]
+
+
+@pytest.mark.parametrize("sort", ["-price", "name"])
+def test_every_filter_combination_pages_with_cursors(
+    client: FlaskClient, make: Factories, sort: str
+) -> None:
+    coffee, tea = make.category(), make.category()
+    # Names that sort alike under any collation; repeated prices test the id tie-breaker.
+    made = [
+        make.product(name=name, price=Decimal(price), category_id=category.id)
+        for name, price, category in [
+            ("Dark roast", "5.00", coffee),
+            ("Light ROAST", "15.00", coffee),
+            ("Mild roast", "8.00", coffee),
+            ("Nutty roast", "8.00", coffee),
+            ("Green tea", "8.00", tea),
+            ("Roasted tea", "12.00", tea),
+            ("Smoky roast", "6.00", tea),
+            ("Cocoa", "3.00", tea),
+        ]
+    ]
+    values = {"category_id": coffee.id, "min_price": "6", "max_price": "12", "q": "roast"}
+    tests = {
+        "category_id": lambda p: p.category_id == coffee.id,
+        "min_price": lambda p: p.price >= 6,
+        "max_price": lambda p: p.price <= 12,
+        "q": lambda p: "roast" in p.name.lower(),
+    }
+    key = sort.lstrip("-")
+    for size in range(len(FILTERS) + 1):
+        for combination in itertools.combinations(FILTERS, size):
+            query = "&".join(f"{name}={values[name]}" for name in combination)
+            items = walk(client, f"/api/v1/products?limit=2&sort={sort}&{query}")
+            expected = sorted(
+                (p for p in made if all(tests[name](p) for name in combination)),
+                key=lambda p: (getattr(p, key), p.id),
+                reverse=sort.startswith("-"),
+            )
+            assert [i["id"] for i in items] == [p.id for p in expected], combination
+
+
+def test_a_list_shape_runs_one_statement_object(
+    client: FlaskClient, make: Factories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests of one shape (filters given, sort) execute the same statement object, so
+    SQLAlchemy reuses its cache key and compiled result map instead of adapting them."""
+    categories = [make.category(), make.category()]
+    for category in categories:
+        for _ in range(3):
+            make.product(category_id=category.id)
+    make.category()
+    adapted = []
+    original = CursorResultMetaData._adapt_to_context
+
+    def counting(self: CursorResultMetaData, context: Any) -> Any:
+        adapted.append(context.invoked_statement)
+        return original(self, context)
+
+    monkeypatch.setattr(CursorResultMetaData, "_adapt_to_context", counting)
+
+    def get(query: str) -> dict[str, Any]:
+        response = client.get(f"/api/v1/products?{query}")
+        assert response.status_code == 200, response.json
+        return dict(response.json)
+
+    # The first request of each shape compiles its statement; the others (other values, so
+    # not answered from the cache) reuse it.
+    first = get(f"limit=1&min_price=1&category_id={categories[0].id}")
+    get(f"limit=2&min_price=1&category_id={categories[0].id}&cursor={first['next_cursor']}")
+    first = client.get("/api/v1/categories?limit=1").json
+    client.get(f"/api/v1/categories?limit=1&cursor={first['next_cursor']}")
+    adapted.clear()
+    for category in categories:
+        page = get(f"limit=2&min_price=2&category_id={category.id}")
+        get(f"limit=1&min_price=2&category_id={category.id}&cursor={page['next_cursor']}")
+    page = client.get("/api/v1/categories?limit=2").json
+    assert client.get(f"/api/v1/categories?limit=1&cursor={page['next_cursor']}").status_code == 200
+    assert adapted == []
