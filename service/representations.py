@@ -1,10 +1,10 @@
 """Cached reads stored as their final bytes: rendered once on a miss, sent as-is on a hit.
 
 A `Representation` is what a read route answers: the JSON body (dumped through the route's
-schema, encoded like every other JSON response), its ETag where the resource has one, and
-for a list page the cursor its `Link` header is built from (the header names the request's
-own URL, so it is built per request). Services cache whatever the route's `render` returns,
-so a hit costs neither a marshmallow dump nor an ETag hash.
+schema by its compiled dump, service/dumping.py, and encoded like every other JSON response),
+its ETag where the resource has one, and for a list page the cursor its `Link` header is
+built from (the header names the request's own URL, so it is built per request). Services
+cache whatever the route's `render` returns, so a hit costs neither a dump nor an ETag hash.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flask import Response, current_app, request
 from flask_smorest.exceptions import NotModified
 from flask_smorest.utils import get_appcontext
 
+from service.dumping import compile_dump
 from service.json_provider import encode
 
 
@@ -41,19 +42,21 @@ def etag_of(version: Any) -> str:
 
 def renderer(schema: ma.Schema, *, version: Callable[[Any], Any] | None = None) -> Render:
     """Render one resource through `schema`; with `version`, give it an ETag computed from it."""
+    dump = compile_dump(schema)
 
     def render(data: Any) -> Representation:
         etag = etag_of(version(data)) if version is not None else None
-        return Representation(encode(schema.dump(data)), etag)
+        return Representation(encode(dump(data)), etag)
 
     return render
 
 
 def page_renderer(schema: ma.Schema) -> Render:
     """Render a list page (a `Page`) through `schema`, keeping its next cursor for `Link`."""
+    dump = compile_dump(schema)
 
     def render(page: Any) -> Representation:
-        return Representation(encode(schema.dump(page)), next_cursor=page.next_cursor)
+        return Representation(encode(dump(page)), next_cursor=page.next_cursor)
 
     return render
 
