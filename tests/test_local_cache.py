@@ -73,6 +73,23 @@ def test_a_change_to_a_key_by_another_client_drops_it(redis_url: str, writer: re
     wait_until(lambda: held(tier, "product:2") is MISSING, timeout=5, what="delete pushed")
 
 
+def test_a_change_in_another_database_of_the_same_redis_drops_the_key_too(
+    redis_url: str,
+) -> None:
+    # Redis tracks key names across its databases (README: one Redis per deployment).
+    parts = urlsplit(redis_url)
+    other_db = (int(parts.path.lstrip("/") or 0) + 1) % 16
+    other = redis.Redis.from_url(parts._replace(path=f"/{other_db}").geturl())
+    tier = make_tier(redis_url)
+    keep(tier, "product:1", "ours")
+    try:
+        other.set(PREFIX + "product:1", "theirs")
+        wait_until(lambda: held(tier, "product:1") is MISSING, timeout=5, what="invalidation")
+    finally:
+        other.delete(PREFIX + "product:1")
+        other.close()
+
+
 def test_keys_outside_the_prefix_do_not_invalidate(redis_url: str, writer: redis.Redis) -> None:
     tier = make_tier(redis_url)
     keep(tier, "product:1", "kept")
