@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service import create_app
+from service import database as service_database
 from service.auth import service as auth
 from service.extensions import db
 from tests.factories import Factories
@@ -107,6 +108,16 @@ def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
         **overrides,
     }
     return create_app(config)
+
+
+@pytest.fixture(autouse=True)
+def _database_breaker_closed() -> Iterator[None]:
+    """Each test starts with the process's database breaker closed: a test that refuses
+    connections in a request (an unreachable database) opens it for DATABASE_BREAKER_SECONDS,
+    and the next test's requests to the real database would answer 503 until it closes."""
+    service_database.breaker.open_until = 0.0
+    yield
+    service_database.breaker.open_until = 0.0
 
 
 BACKENDS = ["sqlite"]
