@@ -11,12 +11,16 @@ from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from service.extensions import db
+from service.logs import EveryInterval
 from service.telemetry import current_trace_id, record_exception
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:glassbox:problem:"
 
 log = logging.getLogger("service.errors")
+# An outage fails every request the same way: its stack is logged once per interval (each
+# request still has its access line, its span with the exception, and its 5xx metric).
+_database_down_logged = EveryInterval()
 
 
 class AppError(Exception):
@@ -208,7 +212,10 @@ def handle_unexpected(error: Exception) -> Response:
     if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
         # Connection refused, dropped, or no pooled connection in time: the database is
         # the problem, not this request, so say so with a 503 the client may retry.
-        log.error("database unavailable: %s", type(error).__name__, exc_info=error)
+        if _database_down_logged.due():
+            log.error("database unavailable: %s", type(error).__name__, exc_info=error)
+        else:
+            log.debug("database unavailable: %s", type(error).__name__)
         return problem_response(
             503,
             title="Service unavailable",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import sqlalchemy.exc
@@ -97,6 +98,27 @@ def test_database_failure_is_503(failing_app: Flask) -> None:
     body = assert_problem(response, 503)
     assert "database" in body["detail"].lower()
     assert response.headers["Retry-After"]
+
+
+def test_a_database_outage_logs_its_stack_once_per_interval_not_per_request(
+    failing_app: Flask, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import errors
+    from service.logs import EveryInterval
+
+    monkeypatch.setattr(errors, "_database_down_logged", EveryInterval())
+    client = failing_app.test_client()
+    with caplog.at_level(logging.DEBUG, logger="service.errors"):
+        statuses = [client.get("/db-down").status_code for _ in range(3)]
+    assert statuses == [503, 503, 503]
+    records = [r for r in caplog.records if r.name == "service.errors"]
+    # The first one says what failed, with its stack; the next ones only at DEBUG, unstacked
+    # (each request still has its access line, its span and its 5xx in the metrics).
+    assert [(r.levelname, r.exc_info is not None) for r in records] == [
+        ("ERROR", True),
+        ("DEBUG", False),
+        ("DEBUG", False),
+    ]
 
 
 def test_bad_cursor_is_400(client: FlaskClient) -> None:
