@@ -4,8 +4,8 @@
 schema's dump fields are read once into a plan (key, attribute, how to convert), and each
 dump runs the plan. Marshmallow stays the schema, the validation and the OpenAPI document;
 only the dump of reads goes this way. Kept our own (no maintained library compiles
-marshmallow 4 schemas): marshmallow's dump of a 20-product page cost ≈ 680 µs here, 14% of
-an uncached first page in py-spy; the plan's is measured in docs/measurement.md.
+marshmallow 4 schemas): marshmallow's dump of a 20-product page cost ≈ 350 µs here and 14%
+of an uncached first page in py-spy; the plan's costs ≈ 170 µs (docs/measurement.md).
 
 What the plan does not know it leaves to marshmallow, so the result is the same for any
 schema: a field of a class it does not recognise converts through the field's own
