@@ -45,7 +45,7 @@ def compile_dump(schema: ma.Schema) -> Dump:
         result: dict[str, Any] = {}
         for key, attribute, field, convert in steps:
             if convert is None:  # the field reads and converts in its own way
-                value = field.serialize(attribute, obj, accessor=_schema_accessor)
+                value = field.serialize(attribute, obj, accessor=get_value)
                 if value is not missing:
                     result[key] = value
                 continue
@@ -119,10 +119,6 @@ def _converter(name: str, field: ma.fields.Field) -> Callable[[Any, Any], Any]:
                 )
     convert = field._serialize
     return lambda value, obj: convert(value, name, obj)
-
-
-def _schema_accessor(obj: Any, attr: str, default: Any = missing) -> Any:
-    return get_value(obj, attr, default)
 
 
 def _nested_dump(field: ma.fields.Nested) -> Dump | None:

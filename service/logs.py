@@ -272,7 +272,6 @@ class _DirectAccessLine:
     def write(self, extra: dict[str, Any]) -> bool:
         """False when the line could not be written (the record path then reports it)."""
         trace_id, span_id = current_trace_ids()
-        now = time.time()
         line = {
             "level": "INFO",
             "logger": access_log.name,
@@ -282,7 +281,7 @@ class _DirectAccessLine:
             "span_id": span_id,
             "pid": os.getpid(),
             **extra,
-            "timestamp": datetime.fromtimestamp(now, tz=UTC).isoformat(),
+            "timestamp": datetime.fromtimestamp(time.time(), tz=UTC).isoformat(),
         }
         handler = self.handler
         handler.acquire()

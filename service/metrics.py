@@ -292,10 +292,7 @@ class Metrics:
 
     def _record(self, instrument: Instrument, amount: float, *values: Any) -> None:
         """`values` in the order of the instrument's attributes."""
-        try:
-            child, attributes = self._series[instrument.name, values]
-        except KeyError:
-            child, attributes = self._new_series(instrument, values)
+        child, attributes = self._series_of(instrument, values)
         if child is not None:
             if instrument.kind == "histogram":
                 child.observe(amount)
@@ -308,9 +305,13 @@ class Metrics:
             else:
                 otel.add(amount, attributes)
 
-    def _new_series(
+    def _series_of(
         self, instrument: Instrument, values: tuple[Any, ...]
     ) -> tuple[Any, dict[str, Any]]:
+        """The Prometheus child (None without Prometheus) and OTLP attributes of a series."""
+        series = self._series.get((instrument.name, values))
+        if series is not None:
+            return series
         child = self._prom.get(instrument.name)
         if child is not None and values:
             child = child.labels(*[str(value) for value in values])
@@ -333,11 +334,7 @@ class Metrics:
 
     def active_requests(self, method: str, delta: int) -> None:
         if self._prom:
-            try:
-                child = self._series[ACTIVE_REQUESTS.name, (method,)][0]
-            except KeyError:
-                child = self._new_series(ACTIVE_REQUESTS, (method,))[0]
-            child.inc(delta)
+            self._series_of(ACTIVE_REQUESTS, (method,))[0].inc(delta)
         with self._counts_lock:
             self._active[method] = self._active.get(method, 0) + delta
 

@@ -182,18 +182,28 @@ class KeysetQuery:
     """
 
     def __init__(self, statement: Select[Any], sort: SortKey) -> None:
+        self.statement = statement
         self.sort = sort
-        columns = (sort.column, sort.id_column)
-        order = [c.desc() if sort.descending else c.asc() for c in columns]
-        limit = bindparam(_LIMIT, type_=Integer())
+        self.columns = (sort.column, sort.id_column)
+
+    def _paged(self, statement: Select[Any]) -> Select[Any]:
+        order = [c.desc() if self.sort.descending else c.asc() for c in self.columns]
+        return statement.order_by(*order).limit(bindparam(_LIMIT, type_=Integer()))
+
+    # Each built on first use: a query made for one request (the orders list) builds one.
+    @functools.cached_property
+    def first(self) -> Select[Any]:
+        return self._paged(self.statement)
+
+    @functools.cached_property
+    def after(self) -> Select[Any]:
         # Bound with each column's type (MoneyColumn, UTCDateTime), as literals were.
         bound = tuple_(
-            *(bindparam(name, type_=c.type) for name, c in zip(_AFTER, columns, strict=True))
+            *(bindparam(name, type_=c.type) for name, c in zip(_AFTER, self.columns, strict=True))
         )
-        position = tuple_(*columns)
-        after = position < bound if sort.descending else position > bound
-        self.first: Select[Any] = statement.order_by(*order).limit(limit)
-        self.after: Select[Any] = statement.where(after).order_by(*order).limit(limit)
+        position = tuple_(*self.columns)
+        after = position < bound if self.sort.descending else position > bound
+        return self._paged(self.statement.where(after))
 
 
 def keyset_page(
@@ -214,10 +224,8 @@ def keyset_page(
     values = {**(params or {}), _LIMIT: limit + 1}
     statement = query.first
     if cursor is not None:
-        sort = query.sort
-        columns = (sort.column, sort.id_column)
         after = decode_cursor(cursor, scope, 2)
-        if not all(_fits(value, column) for value, column in zip(after, columns, strict=True)):
+        if not all(_fits(v, column) for v, column in zip(after, query.columns, strict=True)):
             raise InvalidCursor("The cursor is malformed.")
         values.update(zip(_AFTER, after, strict=True))
         statement = query.after

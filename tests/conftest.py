@@ -111,12 +111,10 @@ def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
 
 
 @pytest.fixture(autouse=True)
-def _database_breaker_closed() -> Iterator[None]:
+def _database_breaker_closed() -> None:
     """Each test starts with the process's database breaker closed: a test that refuses
     connections in a request (an unreachable database) opens it for DATABASE_BREAKER_SECONDS,
     and the next test's requests to the real database would answer 503 until it closes."""
-    service_database.breaker.open_until = 0.0
-    yield
     service_database.breaker.open_until = 0.0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -54,21 +55,17 @@ _PRODUCT_FILTERS = {
     "max_price": Product.price <= bindparam("max_price", type_=Product.price.type),
     "q": Product.name.ilike(bindparam("q", type_=Product.name.type), escape="\\"),
 }
+
+
 # One KeysetQuery per shape (filters given, sort): at most 2**4 * 6 of them.
-_product_pages: dict[tuple[str, frozenset[str]], KeysetQuery] = {}
-
-
+@functools.cache
 def _product_query(sort: str, filters: frozenset[str]) -> KeysetQuery:
-    query = _product_pages.get((sort, filters))
-    if query is None:
-        statement = _PRODUCT_SELECT
-        for name in _PRODUCT_FILTERS:  # a fixed order: one statement per set of filters
-            if name in filters:
-                statement = statement.where(_PRODUCT_FILTERS[name])
-        column = _PRODUCT_SORTS[sort.lstrip("-")]
-        query = KeysetQuery(statement, SortKey(column, Product.id, descending=sort.startswith("-")))
-        _product_pages[(sort, filters)] = query
-    return query
+    statement = _PRODUCT_SELECT
+    for name in _PRODUCT_FILTERS:  # a fixed order: one statement per set of filters
+        if name in filters:
+            statement = statement.where(_PRODUCT_FILTERS[name])
+    column = _PRODUCT_SORTS[sort.lstrip("-")]
+    return KeysetQuery(statement, SortKey(column, Product.id, descending=sort.startswith("-")))
 
 
 def _category_data(category: Category) -> CategoryData:
@@ -170,7 +167,6 @@ def list_products(
         "q": q,
     }
     scope = scope_of("products", filters)
-    column = _PRODUCT_SORTS[sort.lstrip("-")]
 
     def load() -> Page[ProductData]:
         params: dict[str, Any] = {}
@@ -183,13 +179,15 @@ def list_products(
         if q:
             escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["q"] = f"%{escaped}%"
+        query = _product_query(sort, frozenset(params))
+        sort_key = query.sort.column.key
         page = keyset_page(
-            _product_query(sort, frozenset(params)),
+            query,
             limit=limit,
             cursor=cursor,
             scope=scope,
             execute=read_rows,
-            key_of=lambda p: (p[column.key], p["id"]),
+            key_of=lambda p: (p[sort_key], p["id"]),
             params=params,
         )
         return Page([dict(p) for p in page.items], page.next_cursor)
