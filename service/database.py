@@ -23,16 +23,17 @@ import psycopg
 from flask import Flask, current_app, has_request_context
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, DateTime, Dialect, MetaData, Numeric, event
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from service.driver_reads import DriverReads
 from service.logs import EveryInterval
 from service.metrics import metrics
-from service.telemetry.sql import instrument_engine
+from service.telemetry.sql import instrument_engine, statement_observer
 
 # Stable constraint names so Alembic migrations can drop and alter them on every backend.
 NAMING_CONVENTION = {
@@ -123,28 +124,41 @@ def init_app(app: Flask, db: SQLAlchemy) -> None:
             _ping_idle_connections(engine)
         instrument_engine(engine)
     direct = app.config.get("DATABASE_POOLER", "none") == "none"
+    postgres_direct = direct and default.dialect.name == "postgresql"
     # The same pool; each connection of this one is in autocommit while checked out.
     app.extensions[_READS] = (
-        default.execution_options(isolation_level="AUTOCOMMIT")
-        if direct and default.dialect.name == "postgresql"
-        else default
+        default.execution_options(isolation_level="AUTOCOMMIT") if postgres_direct else default
+    )
+    observer = statement_observer(default)
+    app.extensions[_DRIVER_READS] = (
+        DriverReads(default, observer)
+        if postgres_direct and observer is not None and observer.alone
+        else None
     )
 
 
 _READS = "glassbox.read_engine"
+_DRIVER_READS = "glassbox.driver_reads"
 
 
 def read_rows(
     statement: Executable, parameters: Mapping[str, Any] | None = None
-) -> Sequence[RowMapping]:
+) -> Sequence[Mapping[str, Any]]:
     """The rows of one read-only statement, on a pooled connection of its own.
 
     Directly on PostgreSQL (DATABASE_POOLER=none) that is one round trip: autocommit, so no
-    BEGIN or ROLLBACK, and the session already carries the request's timeouts. Behind a
-    transaction-mode pooler it is a transaction, which `_set_transaction_timeouts` opens with
-    the timeouts. On SQLite a plain SELECT opens no transaction either.
+    BEGIN or ROLLBACK, and the session already carries the request's timeouts; the statement
+    runs on the driver (service/driver_reads.py). Behind a transaction-mode pooler it is a
+    transaction, which `_set_transaction_timeouts` opens with the timeouts. On SQLite a
+    plain SELECT opens no transaction either.
     """
-    with current_app.extensions[_READS].connect() as connection:
+    extensions = current_app.extensions
+    driver: DriverReads | None = extensions[_DRIVER_READS]
+    if driver is not None:
+        plan = driver.plan(statement)
+        if plan is not None:
+            return driver.rows(plan, parameters)
+    with extensions[_READS].connect() as connection:
         return connection.execute(statement, parameters).mappings().all()
 
 

@@ -22,6 +22,71 @@ tracer = trace.get_tracer("glassbox")
 _SQL_TABLE = re.compile(r"(?:\b(?:FROM|INTO|JOIN)|^\s*UPDATE)\s+\"?([A-Za-z_][A-Za-z0-9_]*)", re.I)
 
 
+class StatementObserver:
+    """The span and the duration metric of one engine's statements.
+
+    SQLAlchemy's cursor events call it for statements SQLAlchemy runs; the hot reads that run
+    on the driver (service/driver_reads.py) call it themselves, so both are observed alike.
+    """
+
+    def __init__(self, engine: Engine, *, spans: bool, alone: bool) -> None:
+        url = engine.url
+        self.system = engine.dialect.name
+        self.namespace = url.database or ""
+        self.spans = spans
+        # No other instrumentation (the contrib SQLAlchemy instrumentor, the distro's)
+        # listens to this engine's events: statements may run without them.
+        self.alone = alone
+        attributes: dict[str, Any] = {"db.system.name": self.system}
+        if self.namespace:
+            attributes["db.namespace"] = self.namespace
+        if url.host:
+            attributes["server.address"] = url.host
+        if url.port:
+            attributes["server.port"] = url.port
+        self._base_attributes = attributes
+
+    def started(self, statement: str) -> tuple[float, Any]:
+        """Call right before the statement is sent; returns what `finished` needs."""
+        span = None
+        if self.spans and trace.get_current_span().is_recording():
+            operation, collection = statement_summary(statement)
+            attributes = {
+                **self._base_attributes,
+                "db.operation.name": operation,
+                # Bound parameters only: SQLAlchemy never inlines values into the text.
+                "db.query.text": statement,
+            }
+            if collection:
+                attributes["db.collection.name"] = collection
+            name = f"{operation} {collection}" if collection else operation
+            span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        return time.perf_counter(), span
+
+    def finished(
+        self, statement: str, started: float, span: Any, error: BaseException | None = None
+    ) -> None:
+        operation, collection = statement_summary(statement)
+        error_type = type(error).__name__ if error is not None else ""
+        seconds = time.perf_counter() - started
+        metrics.db_operation(
+            self.system, self.namespace, operation, collection, error_type, seconds
+        )
+        if span is None:
+            return
+        if error is not None:
+            span.set_attribute("error.type", error_type)
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end()
+
+
+def statement_observer(engine: Engine) -> StatementObserver | None:
+    """The observer `instrument_engine` gave `engine`, None before it ran."""
+    observer: StatementObserver | None = getattr(engine, "_glassbox_statements", None)
+    return observer
+
+
 def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
     """SQL spans and metrics for every statement on `engine`, and pool usage metrics."""
     if getattr(engine, "_glassbox_instrumented", False):
@@ -43,62 +108,31 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().instrument(engine=engine)
-    namespace = url.database or ""
-    base_attributes: dict[str, Any] = {"db.system.name": system}
-    if namespace:
-        base_attributes["db.namespace"] = namespace
-    if url.host:
-        base_attributes["server.address"] = url.host
-    if url.port:
-        base_attributes["server.port"] = url.port
+    observer = StatementObserver(
+        engine, spans=make_spans, alone=not contrib and not process_state.external
+    )
+    engine._glassbox_statements = observer  # type: ignore[attr-defined]
 
     @event.listens_for(engine, "before_cursor_execute")
     def before(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
-        ctx._gb_started = time.perf_counter()
-        if make_spans and trace.get_current_span().is_recording():
-            operation, collection = statement_summary(statement)
-            name = f"{operation} {collection}" if collection else operation
-            attributes = {
-                **base_attributes,
-                "db.operation.name": operation,
-                # Bound parameters only: SQLAlchemy never inlines values into the text.
-                "db.query.text": statement,
-            }
-            if collection:
-                attributes["db.collection.name"] = collection
-            ctx._gb_span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        ctx._gb_observed = observer.started(statement)
 
     @event.listens_for(engine, "after_cursor_execute")
     def after(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
-        started = getattr(ctx, "_gb_started", None)
-        if started is not None:
-            operation, collection = statement_summary(statement)
-            seconds = time.perf_counter() - started
-            metrics.db_operation(system, namespace, operation, collection, "", seconds)
-        span = getattr(ctx, "_gb_span", None)
-        if span is not None:
-            span.end()
-            ctx._gb_span = None
+        observed = getattr(ctx, "_gb_observed", None)
+        if observed is not None:
+            ctx._gb_observed = None
+            observer.finished(statement, *observed)
 
     @event.listens_for(engine, "handle_error")
     def failed(exception_context: Any) -> None:
         ctx = exception_context.execution_context
-        if ctx is None:
-            return
-        error_type = type(exception_context.original_exception).__name__
-        started = getattr(ctx, "_gb_started", None)
-        statement = exception_context.statement or ""
-        if started is not None:
-            operation, collection = statement_summary(statement)
-            seconds = time.perf_counter() - started
-            metrics.db_operation(system, namespace, operation, collection, error_type, seconds)
-        span = getattr(ctx, "_gb_span", None)
-        if span is not None:
-            span.set_attribute("error.type", error_type)
-            span.record_exception(exception_context.original_exception)
-            span.set_status(Status(StatusCode.ERROR, error_type))
-            span.end()
-            ctx._gb_span = None
+        observed = getattr(ctx, "_gb_observed", None) if ctx is not None else None
+        if observed is not None:
+            ctx._gb_observed = None
+            statement = exception_context.statement or ""
+            started, span = observed
+            observer.finished(statement, started, span, exception_context.original_exception)
 
     last = {"used": 0, "idle": 0}
 

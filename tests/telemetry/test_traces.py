@@ -134,6 +134,24 @@ def test_cache_calls_are_traced_when_redis_is_configured(stack: Stack) -> None:
         assert redis_spans, [s.name for s in spans]
 
 
+def test_a_read_from_the_database_has_its_sql_span(stack: Stack) -> None:
+    # On PostgreSQL the read runs on the driver (service/driver_reads.py), not through
+    # SQLAlchemy's events: the span must be the same.
+    product_id = _create_product(stack)
+    response = requests.get(stack.url(f"/api/v1/products/{product_id}"), timeout=10)
+    assert response.status_code == 200
+    trace_id = response.headers["X-Trace-Id"]
+    spans = _trace(stack, trace_id, "GET /api/v1/products/{product_id}", "SELECT products")
+    server = next(s for s in spans if s.kind == SERVER)
+    sql = next(s for s in spans if s.name == "SELECT products")
+    assert sql.kind == CLIENT
+    assert sql.parent_span_id == server.span_id
+    assert sql.attributes["db.operation.name"] == "SELECT"
+    assert sql.attributes["db.collection.name"] == "products"
+    assert sql.attributes["db.query.text"].startswith("SELECT products.id")
+    assert str(product_id) not in sql.attributes["db.query.text"]  # a parameter, not a literal
+
+
 def test_client_errors_are_not_span_errors(stack: Stack) -> None:
     response = requests.get(stack.url("/api/v1/products/987654"), timeout=10)
     assert response.status_code == 404
