@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -337,7 +338,9 @@ def draw_before_after(rows: list[dict[str, Any]], path: Path, title: str) -> Non
     axes.set_xticks(list(positions), [row["read"] for row in rows])
     axes.set_ylabel("req/s / the peer's (same round, median); dashes: goal")
     axes.legend(loc="upper right")
-    axes.set_title(title, fontsize=9)
+    # Wrapped: the run's one-line description is wider than this chart.
+    wrapped = "\n".join(textwrap.fill(line, 100) for line in title.split("\n"))
+    axes.set_title(wrapped, fontsize=9)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
