@@ -129,6 +129,9 @@ class DriverReads:
                 # every pooled connection, so the whole pool is renewed, not only this one.
                 self.engine.pool._invalidate(fairy, error)
             raise self._wrapped(error, plan.sql, params, invalidated=disconnected) from error
+        except BaseException as error:  # not the driver's: still end the span
+            self.observer.finished(plan.sql, started, span, error)
+            raise
         self.observer.finished(plan.sql, started, span)
         return raw
 

@@ -21,6 +21,7 @@ from service.catalog.models import Category, Product
 from service.database import read_rows
 from service.extensions import db
 from service.metrics import metrics
+from service.telemetry.setup import process_state
 from tests.conftest import _clean, build_app
 from tests.factories import Factories
 
@@ -201,3 +202,17 @@ def test_a_server_restart_renews_the_whole_pool_after_one_failed_read(
         assert raised.value.connection_invalidated
         assert read_rows(statement) == [{"one": 1}]
         assert read_rows(statement) == [{"one": 1}]
+
+
+def test_reads_stay_on_sqlalchemy_when_other_instrumentation_watches_the_engine(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # opentelemetry-instrument's SQLAlchemy instrumentor sees statements only through
+    # SQLAlchemy's events: under it, no read may bypass them.
+    monkeypatch.setattr(process_state, "external", True)
+    app = build_app(postgres_url)
+    try:
+        assert app.extensions[DRIVER] is None
+    finally:
+        with app.app_context():
+            db.engine.dispose()
