@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -143,8 +143,8 @@ _DRIVER_READS = "glassbox.driver_reads"
 
 def read_rows(
     statement: Executable, parameters: Mapping[str, Any] | None = None
-) -> Sequence[Mapping[str, Any]]:
-    """The rows of one read-only statement, on a pooled connection of its own.
+) -> list[dict[str, Any]]:
+    """The rows of one read-only statement, as dicts, on a pooled connection of its own.
 
     Directly on PostgreSQL (DATABASE_POOLER=none) that is one round trip: autocommit, so no
     BEGIN or ROLLBACK, and the session already carries the request's timeouts; the statement
@@ -159,7 +159,7 @@ def read_rows(
         if plan is not None:
             return driver.rows(plan, parameters)
     with extensions[_READS].connect() as connection:
-        return connection.execute(statement, parameters).mappings().all()
+        return [dict(row) for row in connection.execute(statement, parameters).mappings()]
 
 
 # SQLAlchemy's pool_pre_ping costs a round trip per checkout. Instead, the documented

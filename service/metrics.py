@@ -366,7 +366,7 @@ class Metrics:
 
     def cache_lookup(self, cache_name: str, result: str) -> None:
         if self._prom:
-            self._prom[CACHE_REQUESTS.name].labels(cache_name, result).inc()
+            self._series_of(CACHE_REQUESTS, (cache_name, result))[0].inc()
         key = (cache_name, result)
         with self._counts_lock:
             self._cache[key] = self._cache.get(key, 0) + 1

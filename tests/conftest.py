@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
@@ -108,6 +109,20 @@ def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
         **overrides,
     }
     return create_app(config)
+
+
+def uncached_app(database_url: str, pooler: str = "none") -> Flask:
+    """An app whose every read reaches the database: no cache in front of it."""
+    return build_app(
+        database_url, DATABASE_POOLER=pooler, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True
+    )
+
+
+def terminate_backends(postgres_url: str, pids: set[int]) -> None:
+    """What a database restart does to the app's connections: the server ends them."""
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
 @pytest.fixture(autouse=True)

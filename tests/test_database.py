@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -23,7 +22,7 @@ from psycopg import pq
 
 import service.database
 from service.extensions import db
-from tests.conftest import _clean, build_app
+from tests.conftest import _clean, build_app, terminate_backends, uncached_app
 from tests.factories import Factories
 
 pytestmark = pytest.mark.postgres
@@ -87,13 +86,6 @@ class Wire:
             stream.close()
 
 
-def _pooled_app(postgres_url: str, pooler: str) -> Flask:
-    # Every read reaches the database: no cache in front of it.
-    return build_app(
-        postgres_url, DATABASE_POOLER=pooler, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True
-    )
-
-
 @pytest.fixture
 def catalog(postgres_url: str) -> Iterator[dict[str, int]]:
     app = build_app(postgres_url)
@@ -124,7 +116,7 @@ READS = {
 def test_a_catalog_read_is_one_round_trip_when_connected_directly(
     postgres_url: str, catalog: dict[str, int], folder: Path, read: str
 ) -> None:
-    app = _pooled_app(postgres_url, "none")
+    app = uncached_app(postgres_url, "none")
     wire = Wire(app, folder)
     client = app.test_client()
     path = READS[read].format(**catalog)
@@ -154,7 +146,7 @@ def test_a_catalog_read_is_one_round_trip_when_connected_directly(
 def test_behind_a_transaction_pooler_a_read_is_a_transaction_with_its_timeouts(
     postgres_url: str, catalog: dict[str, int], folder: Path
 ) -> None:
-    app = _pooled_app(postgres_url, "transaction")
+    app = uncached_app(postgres_url, "transaction")
     wire = Wire(app, folder)
     client = app.test_client()
     try:
@@ -173,13 +165,6 @@ def test_behind_a_transaction_pooler_a_read_is_a_transaction_with_its_timeouts(
             db.engine.dispose()
 
 
-def _terminate(postgres_url: str, pids: set[int]) -> None:
-    """What a database restart does to the app's connections: the server ends them."""
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        for pid in pids:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-
 @pytest.mark.parametrize("pooler", ["none", "transaction"])
 def test_a_connection_dropped_by_the_server_costs_one_request_at_most(
     postgres_url: str,
@@ -188,7 +173,7 @@ def test_a_connection_dropped_by_the_server_costs_one_request_at_most(
     pooler: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app = _pooled_app(postgres_url, pooler)
+    app = uncached_app(postgres_url, pooler)
     wire = Wire(app, folder)
     client = app.test_client()
     path = f"/api/v1/products/{catalog['product']}"
@@ -198,7 +183,7 @@ def test_a_connection_dropped_by_the_server_costs_one_request_at_most(
 
         # Used moments ago: no ping. The dropped connection fails its statement once (503);
         # SQLAlchemy invalidates the pool, and the next request reconnects.
-        _terminate(postgres_url, wire.pids)
+        terminate_backends(postgres_url, wire.pids)
         failed = client.get(path)
         assert failed.status_code == 503
         assert failed.mimetype == "application/problem+json"
@@ -207,7 +192,7 @@ def test_a_connection_dropped_by_the_server_costs_one_request_at_most(
         # Idle in the pool past PING_AFTER_IDLE: pinged at checkout, replaced, no failure.
         monkeypatch.setattr(service.database, "PING_AFTER_IDLE", 0.0)
         wire.sent()
-        _terminate(postgres_url, wire.pids)
+        terminate_backends(postgres_url, wire.pids)
         assert client.get(path).status_code == 200
         trips = wire.sent()
         assert trips[0].split() == ["Query", '";"'], trips  # the ping, then a new connection

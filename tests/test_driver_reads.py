@@ -22,7 +22,7 @@ from service.database import read_rows
 from service.extensions import db
 from service.metrics import metrics
 from service.telemetry.setup import process_state
-from tests.conftest import _clean, build_app
+from tests.conftest import _clean, build_app, terminate_backends, uncached_app
 from tests.factories import Factories
 
 pytestmark = pytest.mark.postgres
@@ -32,7 +32,7 @@ DRIVER = "glassbox.driver_reads"
 
 @pytest.fixture
 def pg_uncached(postgres_url: str) -> Iterator[Flask]:
-    app = build_app(postgres_url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True)
+    app = uncached_app(postgres_url)
     make = Factories(app)
     categories = [make.category(name=f"Kind {n}") for n in range(3)]
     for n in range(45):
@@ -85,9 +85,7 @@ def test_the_driver_path_answers_what_sqlalchemy_answers(
     pg_uncached: Flask, postgres_url: str
 ) -> None:
     assert pg_uncached.extensions[DRIVER] is not None
-    reference = _on_sqlalchemy(
-        build_app(postgres_url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True)
-    )
+    reference = _on_sqlalchemy(uncached_app(postgres_url))
     try:
         _compare_documents(pg_uncached, reference)
     finally:
@@ -194,9 +192,7 @@ def test_a_server_restart_renews_the_whole_pool_after_one_failed_read(
         pids = {c.driver_connection.info.backend_pid for c in (first, second)}
         first.close()
         second.close()
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            for pid in pids:
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        terminate_backends(postgres_url, pids)
         with pytest.raises(sa.exc.OperationalError) as raised:
             read_rows(statement)
         assert raised.value.connection_invalidated

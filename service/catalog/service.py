@@ -85,7 +85,7 @@ def list_categories(
     scope = scope_of("categories", {})
 
     def load() -> Page[CategoryData]:
-        page = keyset_page(
+        return keyset_page(
             _CATEGORY_PAGES,
             limit=limit,
             cursor=cursor,
@@ -93,7 +93,6 @@ def list_categories(
             execute=read_rows,
             key_of=lambda c: (c["id"], c["id"]),
         )
-        return Page([dict(c) for c in page.items], page.next_cursor)
 
     page, _ = cached(
         f"categories:{generation(CATALOG)}:{limit}:{cursor}",
@@ -108,7 +107,7 @@ def get_category(*, category_id: int, render: Callable[[CategoryData], R]) -> R:
         rows = read_rows(_CATEGORY_BY_ID, {"id": category_id})
         if not rows:
             raise NotFound(f"Category {category_id} does not exist.")
-        return dict(rows[0])
+        return rows[0]
 
     data, _ = cached(f"category:{category_id}", lambda: render(load()), name="category")
     return data
@@ -181,7 +180,7 @@ def list_products(
             params["q"] = f"%{escaped}%"
         query = _product_query(sort, frozenset(params))
         sort_key = query.sort.column.key
-        page = keyset_page(
+        return keyset_page(
             query,
             limit=limit,
             cursor=cursor,
@@ -190,7 +189,6 @@ def list_products(
             key_of=lambda p: (p[sort_key], p["id"]),
             params=params,
         )
-        return Page([dict(p) for p in page.items], page.next_cursor)
 
     page, _ = cached(
         f"products:{generation(CATALOG)}:{scope}:{limit}:{cursor}",
@@ -205,7 +203,7 @@ def get_product(*, product_id: int, render: Callable[[ProductData], R]) -> R:
         rows = read_rows(_PRODUCT_BY_ID, {"id": product_id})
         if not rows:
             raise NotFound(f"Product {product_id} does not exist.")
-        return dict(rows[0])
+        return rows[0]
 
     data, _ = cached(f"product:{product_id}", lambda: render(load()), name="product")
     return data

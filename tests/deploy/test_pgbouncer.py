@@ -37,7 +37,7 @@ from profiling.harness.processes import free_port
 from service.auth import service as auth
 from service.config import load_config
 from service.extensions import db
-from tests.conftest import TEST_DATABASE_URL, build_app, require
+from tests.conftest import TEST_DATABASE_URL, build_app, require, uncached_app
 from tests.deploy.conftest import finish, start_migration
 
 pytestmark = pytest.mark.postgres
@@ -381,9 +381,7 @@ def test_directly_statements_are_prepared_and_requests_carry_the_timeouts(
 ) -> None:
     # DATABASE_POOLER=none: psycopg prepares a statement run often on a connection, and the
     # connection a request uses has the budget's statement_timeout as a session setting.
-    app = build_app(
-        postgres_url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING=True, DATABASE_POOLER="none"
-    )
+    app = uncached_app(postgres_url, "none")
     assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["prepare_threshold"] == 5
     client = app.test_client()
     try:
