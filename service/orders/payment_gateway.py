@@ -143,7 +143,7 @@ class HttpPaymentGateway:
             except requests.RequestException as exc:
                 answer = type(exc).__name__
                 continue
-            if response.status_code == 200:
+            if response.status_code == 200 or _holds_nothing(response):
                 return
             answer = f"HTTP {response.status_code} {_problem_type(response)}".strip()
             if response.status_code < 500 and response.status_code != 429:
@@ -190,6 +190,18 @@ def _problem_type(response: requests.Response) -> str:
     except ValueError:
         return ""
     return str(body.get("type", "")) if isinstance(body, dict) else ""
+
+
+def _holds_nothing(response: requests.Response) -> bool:
+    """A 409 naming an authorization already voided, refunded or declined: the money is
+    released either way (a refund of a voided payment is not an error that lasts forever)."""
+    if response.status_code != 409 or not _problem_type(response):
+        return False
+    authorization = response.json().get("authorization")
+    return isinstance(authorization, dict) and authorization.get("status") in _RELEASED
+
+
+_RELEASED = ("voided", "refunded", "declined")
 
 
 def _outcome(result: PaymentResult) -> str:

@@ -375,27 +375,80 @@ def _release_money(order: Order) -> None:
 def expire_pending(*, older_than: timedelta) -> int:
     """Cancel orders whose payment never reached a decision, and forget old idempotency keys.
 
-    Each payment is voided first; an order whose void fails stays pending for the next run.
+    Each order is claimed before its money is touched (see `_expire`); an order a retry
+    paid, a cancel took, or another run holds is left alone; one whose void fails stays
+    pending for the next run.
     """
     cutoff = utcnow() - older_than
-    stale = db.session.scalars(
-        select(Order)
-        .options(selectinload(Order.items))
+    candidates = db.session.scalars(
+        select(Order.id)
         .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
+        .order_by(Order.id)
     ).all()
-    expired = 0
-    for order in stale:
-        try:
-            _release_money(order)
-        except PaymentUnavailable:
-            continue
-        if _release_stock(order, reason="payment_expired", since=[PENDING]):
-            metrics.order_cancelled()
-            expired += 1
+    db.session.commit()
+    expired = sum(1 for order_id in candidates if _expire(order_id))
     ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
     db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
     db.session.commit()
     return expired
+
+
+def _expire(order_id: int) -> bool:
+    """Void one pending order's payment and cancel it, holding its row the whole time.
+
+    The claim is a conditional UPDATE on the order as it is *now* (still pending), which
+    holds the row until the void and the cancel commit: a keyed retry that got an approval
+    meanwhile waits at its own conditional UPDATE to `paid`, then finds the order cancelled
+    and its payment voided. An order a retry paid or a cancel took first is left alone.
+    The row is held for one void, at most PAYMENTS_BUDGET.
+    """
+    try:
+        order = db.session.scalar(
+            update(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
+            .values(updated_at=utcnow())
+            .returning(Order)
+            .execution_options(synchronize_session=False)
+        )
+        if order is None:  # paid or cancelled meanwhile: not ours to release
+            db.session.rollback()
+            return False
+        try:
+            _release_money(order)  # pending and held: a void by its key
+        except PaymentUnavailable:
+            db.session.rollback()
+            return False
+        restored = _cancel_claimed(order, reason="payment_expired")
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    forget_products(restored)
+    metrics.order_cancelled()
+    return True
+
+
+def _cancel_claimed(order: Order, *, reason: str) -> list[int]:
+    """Cancel an order this transaction holds and put its stock back; the products touched."""
+    result = db.session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:  # the lock makes this impossible
+        raise RuntimeError(f"order {order.id} left pending while claimed")
+    items = db.session.execute(
+        select(OrderItem.product_id, OrderItem.quantity).where(OrderItem.order_id == order.id)
+    ).all()
+    for product_id, quantity in items:
+        db.session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(stock=Product.stock + quantity)
+            .execution_options(synchronize_session=False)
+        )
+    return [product_id for product_id, _ in items]
 
 
 def _release_stock(

@@ -160,3 +160,26 @@ def test_a_hung_payments_service_costs_at_most_the_payments_budget() -> None:
     assert result.reason == "timeout"
     # Six attempts of 1 s would take 6 s; the budget allows one whole and one short attempt.
     assert elapsed < 1.5 + 0.5, elapsed
+
+
+def test_a_paid_order_whose_payment_was_released_elsewhere_can_still_be_cancelled(
+    checkout: Checkout, make: Factories, payments_server: StartPayments
+) -> None:
+    """What the old expiry job left behind (issue 23, finding 1): an order `paid` whose
+    authorization the gateway holds as voided. The refund answers 409, which means nothing
+    is held; the cancel completes instead of answering 503 forever."""
+    gateway = payments_server()
+    checkout.use_gateway(gateway.base_url)
+    product = make.product(stock=2)
+    paid = checkout.place(product.id)
+    assert paid.status_code == 201, paid.json
+    reference = paid.json["payment_reference"]
+    assert gateway.call("POST", f"/api/v1/authorizations/{reference}/void").status_code == 200
+
+    cancel = checkout.client.post(
+        f"/api/v1/orders/{paid.json['id']}/cancel", headers=checkout.headers
+    )
+    assert cancel.status_code == 200, cancel.json
+    assert cancel.json["status"] == "cancelled"
+    assert checkout.stock(product.id) == 2
+    assert [a["status"] for a in gateway.authorizations_of(paid.json["id"])] == ["voided"]
