@@ -196,9 +196,12 @@ class Ledger:
         """Void what was, is being, or will be authorized under `key`.
 
         When nothing arrived under the key yet, a `voided` row takes it: a late
-        authorization with this key then replays the void instead of approving.
+        authorization with this key then replays the void instead of approving. A key taken
+        by another order, amount or currency is returned unchanged (the caller refuses it).
         """
         row, created = self.begin(key=key, order_id=order_id, amount=amount, currency=currency)
+        if not row.same_request(order_id=order_id, amount=amount, currency=currency):
+            return row
         if created or row.status in (Status.PROCESSING, Status.APPROVED):
             self._transition(
                 authorizations.c.idempotency_key == key,

@@ -20,11 +20,14 @@ from tests.reliability.servers import run_venv_tool, server_env
 StartPayments = Callable[..., Gateway]
 
 
-def authorize(gateway: Gateway, key: str, order_id: int, amount: str) -> requests.Response:
+def authorize(
+    gateway: Gateway, key: str, order_id: int, amount: str, currency: str = "EUR", path: str = ""
+) -> requests.Response:
+    """POST an authorization (or, with `path="/void"`, a void by key)."""
     return gateway.call(
         "POST",
-        "/api/v1/authorizations",
-        json={"order_id": order_id, "amount": amount, "currency": "EUR"},
+        f"/api/v1/authorizations{path}",
+        json={"order_id": order_id, "amount": amount, "currency": currency},
         headers={"Idempotency-Key": key},
     )
 
@@ -54,8 +57,12 @@ def test_one_key_is_one_authorization_across_workers(gateway: Gateway) -> None:
 
 def test_a_replay_with_another_amount_or_order_is_refused(gateway: Gateway) -> None:
     assert authorize(gateway, "order-537", 537, "0.00").status_code == 201
-    for order_id, amount in ((537, "10.11"), (538, "0.00")):
-        replay = authorize(gateway, "order-537", order_id, amount)
+    for order_id, amount, currency in (
+        (537, "10.11", "EUR"),
+        (538, "0.00", "EUR"),
+        (537, "0.00", "USD"),
+    ):
+        replay = authorize(gateway, "order-537", order_id, amount, currency)
         assert replay.status_code == 422
         assert replay.headers["Content-Type"] == "application/problem+json"
         assert replay.json()["type"].endswith("idempotency-key-reused")
@@ -77,6 +84,26 @@ def test_void_and_refund_are_idempotent_and_exclusive(gateway: Gateway) -> None:
     assert gateway.call("GET", "/api/v1/authorizations/pay-nope").status_code == 404
     # A replay of a voided authorization does not approve it again.
     assert authorize(gateway, "k-void", 1, "5.00").json()["type"].endswith("voided")
+
+
+def test_a_void_by_key_with_another_order_amount_or_currency_changes_nothing(
+    gateway: Gateway,
+) -> None:
+    """Compared before anything changes (issue 23, finding 2): a mismatched void is 422 and
+    the approval it named stays approved."""
+    assert authorize(gateway, "k-mismatch", 41, "7.00").status_code == 201
+    for order_id, amount, currency in (
+        (42, "7.00", "EUR"),
+        (41, "7.01", "EUR"),
+        (41, "7.00", "USD"),
+    ):
+        refused = authorize(gateway, "k-mismatch", order_id, amount, currency, path="/void")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"].endswith("idempotency-key-reused")
+        assert [a["status"] for a in gateway.authorizations_of(41)] == ["approved"]
+    assert gateway.authorizations_of(42) == []
+    voided = authorize(gateway, "k-mismatch", 41, "7.00", path="/void")
+    assert (voided.status_code, voided.json()["status"]) == (200, "voided")
 
 
 def test_void_by_key_stops_an_authorization_still_to_come(gateway: Gateway) -> None:
