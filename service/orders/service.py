@@ -58,6 +58,10 @@ class PaymentDeclined(AppError, status=402, slug="payment-declined", title="Paym
     pass
 
 
+class OrderCancelled(Conflict, slug="order-cancelled", title="Order cancelled"):
+    pass
+
+
 class IdempotencyKeyReused(
     ValidationFailed, slug="idempotency-key-reused", title="Idempotency key reused"
 ):
@@ -246,12 +250,7 @@ def _finish(order: Order, span: Any) -> OrderData:
                 metrics.order_placed(OrderStatus.PAID, float(order.total))
         elif payment.voided:
             db.session.refresh(order)
-            if order.status == OrderStatus.PENDING:
-                raise Conflict(
-                    f"Order {order.id} is being cancelled: its payment was voided.",
-                    order_id=order.id,
-                    order_status=order.status,
-                )
+            raise _cancelled(order)
         elif payment.unavailable:
             span.set_attribute("order.status", order.status)
             raise PaymentUnavailable(
@@ -265,6 +264,8 @@ def _finish(order: Order, span: Any) -> OrderData:
         ):
             metrics.order_placed(OrderStatus.PAYMENT_FAILED, 0.0)
     span.set_attribute("order.status", order.status)
+    if order.status == OrderStatus.CANCELLED:
+        raise _cancelled(order)
     if order.status == OrderStatus.PAYMENT_FAILED:
         raise PaymentDeclined(
             f"The payment for order {order.id} was declined; the order is not placed "
@@ -273,6 +274,20 @@ def _finish(order: Order, span: Any) -> OrderData:
             order_status=order.status,
         )
     return order_data(order)
+
+
+def _cancelled(order: Order) -> OrderCancelled:
+    """The one answer (409) of a placement whose order is cancelled, or being cancelled (its
+    payment voided mid-flight), whichever the cancel has reached; a replay of one too."""
+    return OrderCancelled(
+        f"Order {order.id} is cancelled ({order.cancellation_reason}): nothing is charged "
+        "and its stock is released."
+        if order.status == OrderStatus.CANCELLED
+        else f"Order {order.id} is being cancelled: its payment was voided; nothing is charged.",
+        order_id=order.id,
+        order_status=order.status,
+        cancellation_reason=order.cancellation_reason,
+    )
 
 
 def _refuse_line(product_id: int, quantity: int) -> None:
@@ -345,15 +360,79 @@ def cancel_order(*, order_id: int, owner: int | None) -> OrderData:
     with tracer.start_as_current_span("orders.cancel") as span:
         span.set_attribute("order.id", order_id)
         order = _owned_order(order_id, owner)
-        if order.status in (OrderStatus.CANCELLED, OrderStatus.PAYMENT_FAILED):
-            raise Conflict(f"Order {order_id} is already {order.status}.")
-        _release_money(order)
-        # Pending or paid: a payment approved after the void above is voided too.
-        if not _release_stock(order, reason="customer", since=[PENDING, PAID]):
+        if not _release(order, reason="customer", since=[PENDING, PAID]):
             raise Conflict(f"Order {order_id} is already {order.status}.")
         metrics.order_cancelled()
         span.set_attribute("order.items_count", len(order.items))
         return order_data(order)
+
+
+def expire_pending(*, older_than: timedelta) -> int:
+    """Cancel orders whose payment never reached a decision, and forget old idempotency keys.
+
+    Each order is claimed before its money is touched (`_release`): one a retry paid or a
+    cancel took meanwhile is left alone; one whose void fails stays pending for the next run.
+    """
+    cutoff = utcnow() - older_than
+    candidates = db.session.scalars(
+        select(Order)
+        .options(selectinload(Order.items))
+        .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
+        .order_by(Order.id)
+    ).all()
+    db.session.commit()
+    expired = 0
+    for order in candidates:
+        try:
+            if _release(order, reason="payment_expired", since=[PENDING]):
+                metrics.order_cancelled()
+                expired += 1
+        except PaymentUnavailable:
+            continue
+    ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
+    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
+    db.session.commit()
+    return expired
+
+
+def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
+    """Claim the order, release its money, cancel it and put its stock back; False if it was
+    no longer in one of `since` (someone else's to release).
+
+    The claim is a conditional UPDATE on the order's status as it is *now*; it holds the row
+    until the cancel commits, so the money released is that of the status claimed (a void
+    for pending, a refund for paid), and a placement that got an approval meanwhile waits at
+    its own conditional UPDATE to `paid`, then finds the order cancelled (409). The row is
+    held for one void or refund: at most PAYMENTS_BUDGET. When the gateway does not answer,
+    the claim is rolled back and the order is as it was (PaymentUnavailable).
+    """
+    try:
+        claimed = db.session.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], claimed).rowcount != 1:
+            db.session.rollback()
+            db.session.refresh(order)
+            return False
+        db.session.refresh(order)  # the status claimed, not the one read before
+        _release_money(order)
+        db.session.execute(
+            update(Order)
+            .where(Order.id == order.id)
+            .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        _restore_stock(order)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.refresh(order)
+    forget_products(item.product_id for item in order.items)
+    return True
 
 
 def _release_money(order: Order) -> None:
@@ -372,83 +451,14 @@ def _release_money(order: Order) -> None:
         ) from None
 
 
-def expire_pending(*, older_than: timedelta) -> int:
-    """Cancel orders whose payment never reached a decision, and forget old idempotency keys.
-
-    Each order is claimed before its money is touched (see `_expire`); an order a retry
-    paid, a cancel took, or another run holds is left alone; one whose void fails stays
-    pending for the next run.
-    """
-    cutoff = utcnow() - older_than
-    candidates = db.session.scalars(
-        select(Order.id)
-        .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
-        .order_by(Order.id)
-    ).all()
-    db.session.commit()
-    expired = sum(1 for order_id in candidates if _expire(order_id))
-    ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
-    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
-    db.session.commit()
-    return expired
-
-
-def _expire(order_id: int) -> bool:
-    """Void one pending order's payment and cancel it, holding its row the whole time.
-
-    The claim is a conditional UPDATE on the order as it is *now* (still pending), which
-    holds the row until the void and the cancel commit: a keyed retry that got an approval
-    meanwhile waits at its own conditional UPDATE to `paid`, then finds the order cancelled
-    and its payment voided. An order a retry paid or a cancel took first is left alone.
-    The row is held for one void, at most PAYMENTS_BUDGET.
-    """
-    try:
-        order = db.session.scalar(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
-            .values(updated_at=utcnow())
-            .returning(Order)
-            .execution_options(synchronize_session=False)
-        )
-        if order is None:  # paid or cancelled meanwhile: not ours to release
-            db.session.rollback()
-            return False
-        try:
-            _release_money(order)  # pending and held: a void by its key
-        except PaymentUnavailable:
-            db.session.rollback()
-            return False
-        restored = _cancel_claimed(order, reason="payment_expired")
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    forget_products(restored)
-    metrics.order_cancelled()
-    return True
-
-
-def _cancel_claimed(order: Order, *, reason: str) -> list[int]:
-    """Cancel an order this transaction holds and put its stock back; the products touched."""
-    result = db.session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
-        .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:  # the lock makes this impossible
-        raise RuntimeError(f"order {order.id} left pending while claimed")
-    items = db.session.execute(
-        select(OrderItem.product_id, OrderItem.quantity).where(OrderItem.order_id == order.id)
-    ).all()
-    for product_id, quantity in items:
+def _restore_stock(order: Order) -> None:
+    for item in order.items:
         db.session.execute(
             update(Product)
-            .where(Product.id == product_id)
-            .values(stock=Product.stock + quantity)
+            .where(Product.id == item.product_id)
+            .values(stock=Product.stock + item.quantity)
             .execution_options(synchronize_session=False)
         )
-    return [product_id for product_id, _ in items]
 
 
 def _release_stock(
@@ -473,13 +483,7 @@ def _release_stock(
             db.session.rollback()
             db.session.refresh(order)
             return False
-        for item in order.items:
-            db.session.execute(
-                update(Product)
-                .where(Product.id == item.product_id)
-                .values(stock=Product.stock + item.quantity)
-                .execution_options(synchronize_session=False)
-            )
+        _restore_stock(order)
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -107,3 +107,23 @@ def test_key_is_validated(client: FlaskClient, make: Factories, auth_headers: di
         headers={**auth_headers, "Idempotency-Key": "k" * 256},
     )
     assert response.status_code == 422
+
+
+def test_same_key_with_another_customer_email_is_422(
+    client: FlaskClient, make: Factories, auth_headers: dict, app: Flask
+) -> None:
+    """The email is part of the request a key stands for (issue 23, finding 10)."""
+    product = make.product(stock=5)
+    headers = {**auth_headers, "Idempotency-Key": "checkout-email"}
+    first = client.post("/api/v1/orders", json=order_body(product.id), headers=headers)
+    assert first.status_code == 201
+    other = client.post(
+        "/api/v1/orders",
+        json={**order_body(product.id), "customer_email": "someone-else@example.com"},
+        headers=headers,
+    )
+    assert other.status_code == 422
+    assert other.json["type"].endswith("idempotency-key-reused")
+    assert "Idempotency-Key" in other.json["errors"]
+    assert stock_of(app, product.id) == 4
+    assert orders_count(app) == 1

@@ -86,6 +86,7 @@ def test_cancel_racing_a_slow_payment_never_leaves_money_held(
         token = auth.create_key(name="racer")
     headers = {"Authorization": f"Bearer {token}"}
     outcomes: list[tuple[int, int, int]] = []
+    answers: dict[int, dict[str, Any]] = {}
 
     def one_round(n: int) -> None:
         client: FlaskClient = pg_app.test_client()
@@ -98,7 +99,7 @@ def test_cancel_racing_a_slow_payment_never_leaves_money_held(
                 json=order_body(product),
                 headers={**headers, "Idempotency-Key": key},
             )
-            placed["status"] = response.status_code
+            placed["status"], placed["body"] = response.status_code, response.json
 
         placing = threading.Thread(target=place)
         placing.start()
@@ -117,13 +118,26 @@ def test_cancel_racing_a_slow_payment_never_leaves_money_held(
         cancel = client.post(f"/api/v1/orders/{found['id']}/cancel", headers=headers)
         placing.join(timeout=60)
         outcomes.append((found["id"], placed["status"], cancel.status_code))
+        answers[found["id"]] = placed["body"]
 
     for n in range(rounds):
         one_round(n)
 
     for order_id, placed_status, cancel_status in outcomes:
-        assert placed_status in (201, 409), (order_id, placed_status)
         assert cancel_status == 200, (order_id, cancel_status)
+        # Paid before the cancel reached it: 201 paid, then refunded. Voided mid-flight:
+        # 409 order-cancelled naming the order, whether or not the cancel had finished.
+        body = answers[order_id]
+        held = [a["status"] for a in gateway.authorizations_of(order_id)]
+        if placed_status == 201:
+            assert (body["id"], body["status"], held) == (order_id, "paid", ["refunded"])
+        else:
+            assert placed_status == 409, (order_id, placed_status, body)
+            assert body["type"].endswith("order-cancelled"), body
+            assert body["order_id"] == order_id
+            assert body["order_status"] in ("pending", "cancelled")
+            assert f"Order {order_id} is" in body["detail"]
+            assert held == ["voided"], (order_id, body)
     seen = assert_ledger_matches_orders(pg_app, gateway)
     # Both sides of the race happened: cancels during the payment and after it.
     assert seen.get("voided", 0) > 0, seen

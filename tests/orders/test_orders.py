@@ -9,7 +9,6 @@ from flask.testing import FlaskClient
 from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import Order
-from service.orders.payment_gateway import InProcessGateway, PaymentResult
 from tests.factories import Factories
 
 
@@ -129,50 +128,8 @@ def test_invalid_order_bodies_are_422(
     assert response.json["errors"]
 
 
-def test_cancel_restores_stock_and_twice_is_409(
-    client: FlaskClient, make: Factories, auth_headers: dict, app: Flask
-) -> None:
-    product = make.product(stock=4)
-    order = place(client, auth_headers, (product.id, 3)).json
-    assert stock_of(app, product.id) == 1
-
-    cancelled = client.post(f"/api/v1/orders/{order['id']}/cancel", headers=auth_headers)
-    assert cancelled.status_code == 200
-    assert cancelled.json["status"] == "cancelled"
-    assert stock_of(app, product.id) == 4
-
-    again = client.post(f"/api/v1/orders/{order['id']}/cancel", headers=auth_headers)
-    assert again.status_code == 409
-    assert stock_of(app, product.id) == 4
-
-
 def test_cancel_unknown_order_is_404(client: FlaskClient, auth_headers: dict) -> None:
     assert client.post("/api/v1/orders/999/cancel", headers=auth_headers).status_code == 404
-
-
-def test_declined_payment_is_402_naming_the_order_and_restores_stock(
-    client: FlaskClient, make: Factories, auth_headers: dict, app: Flask
-) -> None:
-    class Declining(InProcessGateway):
-        def authorize(self, *, order_id: int, amount: Decimal, key: str) -> PaymentResult:
-            return PaymentResult(approved=False, reason="card declined")
-
-    app.extensions["glassbox.payments"] = Declining()
-    product = make.product(stock=2)
-    response = place(client, auth_headers, (product.id, 2))
-    assert response.status_code == 402
-    assert response.content_type == "application/problem+json"
-    assert response.json["type"].endswith("payment-declined")
-    order_id = response.json["order_id"]
-    assert str(order_id) in response.json["detail"]
-    assert response.json["order_status"] == "payment_failed"
-    assert stock_of(app, product.id) == 2
-    order = client.get(f"/api/v1/orders/{order_id}", headers=auth_headers).json
-    assert order["status"] == "payment_failed"
-    # Nothing to cancel: the stock is already back.
-    cancel = client.post(f"/api/v1/orders/{order_id}/cancel", headers=auth_headers)
-    assert cancel.status_code == 409
-    assert stock_of(app, product.id) == 2
 
 
 def test_list_orders_filters_and_walk(
