@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 
 from service.catalog.models import Product
 from service.extensions import db
+from service.orders import service as orders_service
 from service.orders.models import Order
 from tests.factories import Factories
 
@@ -175,3 +176,42 @@ def test_total_beyond_what_an_order_holds_is_422_and_changes_nothing(
     response = place(client, auth_headers, (big.id, 100), (other.id, 100))
     assert response.status_code == 422
     assert stock_of(app, big.id) == 500
+
+
+def test_an_unhandled_error_inside_a_write_rolls_it_back(
+    client: FlaskClient,
+    make: Factories,
+    auth_headers: dict,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug after the stock was decremented, before the commit (issue 23, finding 13): 500
+    problem+json, and the stock, the order and the Idempotency-Key are as before."""
+    product = make.product(stock=3)
+    headers = {**auth_headers, "Idempotency-Key": "fails-once"}
+    # Comparing the total with this raises TypeError: an unexpected bug, not a domain error.
+    monkeypatch.setattr(orders_service, "MAX_AMOUNT", object())
+    failed = client.post(
+        "/api/v1/orders",
+        json={
+            "customer_email": "a@example.com",
+            "items": [{"product_id": product.id, "quantity": 2}],
+        },
+        headers=headers,
+    )
+    assert failed.status_code == 500
+    assert failed.content_type == "application/problem+json"
+    assert failed.json["type"].endswith("internal-error")
+    assert stock_of(app, product.id) == 3
+    assert client.get("/api/v1/orders", headers=auth_headers).json["items"] == []
+    monkeypatch.undo()
+    retried = client.post(
+        "/api/v1/orders",
+        json={
+            "customer_email": "a@example.com",
+            "items": [{"product_id": product.id, "quantity": 2}],
+        },
+        headers=headers,
+    )
+    assert retried.status_code == 201, retried.json
+    assert stock_of(app, product.id) == 1
