@@ -63,6 +63,10 @@ class Unauthorized(AppError, status=401, slug="unauthorized", title="Unauthorize
     pass
 
 
+class InsufficientScope(AppError, status=403, slug="insufficient-scope", title="Forbidden"):
+    """A valid key without the scope the operation needs (`required_scopes`: any one of them)."""
+
+
 class NotFound(AppError, status=404, slug="not-found", title="Not found"):
     pass
 
@@ -193,6 +197,11 @@ def handle_app_error(error: AppError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="glassbox"'
+    elif isinstance(error, InsufficientScope):  # RFC 6750 section 3.1
+        scopes = " ".join(error.extra["required_scopes"])
+        headers["WWW-Authenticate"] = (
+            f'Bearer realm="glassbox", error="insufficient_scope", scope="{scopes}"'
+        )
     if error.status >= 500:
         _rollback()
         log.warning("%s: %s", error.slug, error.detail)

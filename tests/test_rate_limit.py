@@ -80,7 +80,7 @@ def test_keys_are_limited_separately_from_addresses(sqlite_url: str) -> None:
 
     app = _limited_app(sqlite_url)
     with app.app_context():
-        token = auth.create_key(name="limits")
+        token = auth.create_key(name="limits", scopes=auth.DEVELOPMENT_SCOPES)
     try:
         client = app.test_client()
         for _ in range(3):
@@ -110,7 +110,7 @@ def test_one_allowance_across_all_routes(sqlite_url: str) -> None:
     client = _limited_app(sqlite_url).test_client()
     assert client.get("/api/v1/categories").status_code == 200
     assert client.get("/api/v1/products").status_code == 200
-    assert client.get("/api/v1/reports/sales").status_code == 200
+    assert client.get("/api/v1/reports/sales").status_code == 401
     for path in ("/api/v1/categories", "/api/v1/products", "/api/v1/orders"):
         refused = client.get(path)
         assert refused.status_code == 429, path
