@@ -33,11 +33,19 @@ class AppError(Exception):
     status: int = 500
     slug: str = "internal-error"
     title: str = "Internal server error"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init_subclass__(
-        cls, *, status: int | None = None, slug: str | None = None, title: str | None = None
+        cls,
+        *,
+        status: int | None = None,
+        slug: str | None = None,
+        title: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init_subclass__()
+        if retry_after is not None:
+            cls.retry_after = retry_after
         if status is not None:
             cls.status = status
         if slug is not None:
@@ -87,7 +95,11 @@ class ValidationFailed(AppError, status=422, slug="validation-failed", title="Va
 
 
 class DependencyUnavailable(
-    AppError, status=503, slug="dependency-unavailable", title="Service unavailable"
+    AppError,
+    status=503,
+    slug="dependency-unavailable",
+    title="Service unavailable",
+    retry_after=5,  # as the database's 503
 ):
     pass
 
@@ -202,6 +214,8 @@ def handle_app_error(error: AppError) -> Response:
         headers["WWW-Authenticate"] = (
             f'Bearer realm="glassbox", error="insufficient_scope", scope="{scopes}"'
         )
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     if error.status >= 500:
         _rollback()
         log.warning("%s: %s", error.slug, error.detail)
