@@ -7,7 +7,8 @@ Run from the repository root (docs/measurement.md):
 Options (each also an environment variable): `--shape` (LOAD_SHAPE: smoke, steady, spike,
 soak), `--peak-users` (LOAD_PEAK_USERS) and `--shape-seconds` (LOAD_SECONDS) to rescale it,
 `--think-scale` (LOAD_THINK_SCALE) to shorten or lengthen think time; the API key for
-orders comes from GLASSBOX_API_KEY (default: the development key). Thresholds live in
+orders and the sales report comes from GLASSBOX_API_KEY (default: the development key; a
+key of your own needs the customer and operator scopes). Thresholds live in
 loadtests/thresholds.toml; a run that exceeds one exits with code 1.
 """
 
@@ -335,6 +336,7 @@ class Shopper(FastHttpUser):
             "/api/v1/reports/sales",
             params={"group_by": group_by},
             name="/api/v1/reports/sales",
+            headers=self.auth,
             catch_response=True,
         ) as response:
             accept(response, 200, check_report)

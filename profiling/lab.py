@@ -256,7 +256,8 @@ def check_answers(
     api: GunicornServer, experiment: Experiment, token: str, product_ids: list[int]
 ) -> None:
     """One request of each kind the load sends, before measuring anything."""
-    report = requests.get(api.base_url + experiment.report_path, headers=UNSAMPLED, timeout=120)
+    headers = {"Authorization": f"Bearer {token}", **UNSAMPLED}
+    report = requests.get(api.base_url + experiment.report_path, headers=headers, timeout=120)
     if report.status_code != 200:
         raise RuntimeError(f"the report answered {report.status_code}: {report.text[:500]}")
     if experiment.order_share:
@@ -266,7 +267,7 @@ def check_answers(
                 "customer_email": "lab@example.com",
                 "items": [{"product_id": product_ids[0], "quantity": 1}],
             },
-            headers={"Authorization": f"Bearer {token}", **UNSAMPLED},
+            headers=headers,
             timeout=60,
         )
         if order.status_code != 201 or order.json()["status"] != "paid":
@@ -430,7 +431,16 @@ def run(settings: Settings) -> tuple[list[Result], Path]:
         f"writing {run_dir}"
     )
     name = f"lab-{stamp}-{secrets.token_hex(3)}"
-    token = run_flask("api-keys", "create", name, env=cli_env(settings.database_url)).strip()
+    token = run_flask(
+        "api-keys",
+        "create",
+        name,
+        "--scope",
+        "customer",
+        "--scope",
+        "operator",
+        env=cli_env(settings.database_url),
+    ).strip()
     chosen = experiments(settings, datetime.now(UTC).date())
     results = []
     total = len(settings.experiments) * len(LABELS)

@@ -14,6 +14,7 @@ from service import caching, database, edge, health, json_provider, telemetry
 from service import logs as app_logging
 from service.api import Api
 from service.auth.cli import api_keys_cli
+from service.auth.decorators import SECURITY_SCHEME, SECURITY_SCHEME_DOC
 from service.catalog.routes import categories, products
 from service.config import load_config
 from service.extensions import db, migrate
@@ -99,11 +100,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_URL="/static/swagger-ui/",
         API_SPEC_OPTIONS={
             "info": {"description": API_DESCRIPTION},
-            "components": {
-                "securitySchemes": {
-                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "token"}
-                }
-            },
+            "components": {"securitySchemes": {SECURITY_SCHEME: SECURITY_SCHEME_DOC}},
         },
     )
 

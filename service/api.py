@@ -14,7 +14,7 @@ from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest.utils import prepare_response
 from webargs import core
-from webargs.flaskparser import FlaskParser, abort
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
@@ -32,8 +32,16 @@ class StrictParser(FlaskParser):
     }
 
     def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return core.missing
         try:
-            data = super()._raw_load_json(req)
+            # As webargs' own parse (UTF-8 only), but an object may not repeat a name.
+            text = req.get_data(cache=True).decode("utf-8")
+            data = json.loads(text, object_pairs_hook=_object_without_repeats)
+        except RepeatedNames as repeated:
+            raise ma.ValidationError(
+                {name: ["Give this field once."] for name in repeated.names}
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise  # webargs answers these with its own 400
         except RecursionError:
@@ -67,6 +75,22 @@ class StrictParser(FlaskParser):
         if data is core.missing:
             raise ma.ValidationError("A JSON request body is required.")
         return data
+
+
+class RepeatedNames(Exception):
+    """A JSON object gave these names more than once (RFC 8259: names SHOULD be unique)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.names = names
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise RepeatedNames(sorted({name for name in names if names.count(name) > 1}))
+    return found
 
 
 def _refuse_json(message: str) -> NoReturn:

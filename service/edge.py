@@ -16,8 +16,10 @@ A leaf: it imports nothing of the service, so telemetry and the limiter can use 
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -26,8 +28,13 @@ from opentelemetry.trace import SpanContext
 from werkzeug.exceptions import UnsupportedMediaType
 
 # Probes, scrapes, docs, the spec and static files: they answer even when a client is over
-# its limit, and get no spans and no request metrics (only the access line).
-UNOBSERVED_PREFIXES = ("/health/", "/metrics", "/static/", "/docs", "/openapi.json")
+# its limit, and get no spans and no request metrics (only the access line). Exact paths:
+# `/metricsX/n` or `/static/no-such-file` is counted, limited and observed like any path.
+STATIC_FOLDER = Path(__file__).parent / "static"
+UNOBSERVED_PATHS = frozenset(
+    ["/health/live", "/health/ready", "/metrics", "/docs", "/openapi.json"]
+    + [f"/static/{p.relative_to(STATIC_FOLDER).as_posix()}" for p in STATIC_FOLDER.rglob("*")]
+)
 
 DOCS_CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -36,7 +43,13 @@ DOCS_CONTENT_SECURITY_POLICY = (
 
 
 def unobserved_path(path: str) -> bool:
-    return path.startswith(UNOBSERVED_PREFIXES)
+    return path in UNOBSERVED_PATHS
+
+
+def unobserved_url_patterns() -> str:
+    """UNOBSERVED_PATHS as OpenTelemetry's `excluded_urls`: regexes searched in the whole
+    URL, so each is anchored to the path and ends before the query."""
+    return ",".join(rf"^[a-z]+://[^/]+{re.escape(path)}(\?|$)" for path in sorted(UNOBSERVED_PATHS))
 
 
 def security_headers() -> dict[str, str]:

@@ -33,11 +33,19 @@ class AppError(Exception):
     status: int = 500
     slug: str = "internal-error"
     title: str = "Internal server error"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init_subclass__(
-        cls, *, status: int | None = None, slug: str | None = None, title: str | None = None
+        cls,
+        *,
+        status: int | None = None,
+        slug: str | None = None,
+        title: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init_subclass__()
+        if retry_after is not None:
+            cls.retry_after = retry_after
         if status is not None:
             cls.status = status
         if slug is not None:
@@ -63,6 +71,10 @@ class Unauthorized(AppError, status=401, slug="unauthorized", title="Unauthorize
     pass
 
 
+class InsufficientScope(AppError, status=403, slug="insufficient-scope", title="Forbidden"):
+    """A valid key without the scope the operation needs (`required_scopes`: any one of them)."""
+
+
 class NotFound(AppError, status=404, slug="not-found", title="Not found"):
     pass
 
@@ -83,7 +95,11 @@ class ValidationFailed(AppError, status=422, slug="validation-failed", title="Va
 
 
 class DependencyUnavailable(
-    AppError, status=503, slug="dependency-unavailable", title="Service unavailable"
+    AppError,
+    status=503,
+    slug="dependency-unavailable",
+    title="Service unavailable",
+    retry_after=5,  # as the database's 503
 ):
     pass
 
@@ -193,6 +209,13 @@ def handle_app_error(error: AppError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="glassbox"'
+    elif isinstance(error, InsufficientScope):  # RFC 6750 section 3.1
+        scopes = " ".join(error.extra["required_scopes"])
+        headers["WWW-Authenticate"] = (
+            f'Bearer realm="glassbox", error="insufficient_scope", scope="{scopes}"'
+        )
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     if error.status >= 500:
         _rollback()
         log.warning("%s: %s", error.slug, error.detail)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import http
 import json
+import re
 import socket
 import ssl
 import time
@@ -181,15 +182,42 @@ def answer_with_problem(
     """`Worker.handle_error` with a problem+json answer instead of gunicorn's HTML page."""
     problem = problem_for(error, worker.cfg)
     if problem == INTERNAL_ERROR:  # 501 and 505 are the client's doing: warnings
-        uri = getattr(req, "uri", "(no URI read)")
-        worker.log.error("Error handling request %s", uri, exc_info=error)
+        uri = getattr(req, "uri", None) or "(no URI read)"
+        path, query_follows, _ = uri.partition("?")
+        redacted = path + ("?<redacted>" if query_follows else "")
+        worker.log.error("Error handling request %s", redacted, exc_info=error)
     else:
         ip = (addr or ("",))[0]  # a Unix socket has no address
-        worker.log.warning("Invalid request from ip=%s: %s (%d)", ip, error, problem.status)
+        worker.log.warning(
+            "Invalid request from ip=%s: %s (%d %s)",
+            ip,
+            log_safe_description(error),
+            problem.status,
+            problem.detail,
+        )
     try:
         util.write_nonblock(client, problem_bytes(problem))
     except OSError:
         worker.log.debug("Failed to send error message.")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_SAFE_TO_LOG = (parse_errors.LimitRequestLine, parse_errors.LimitRequestHeaders)
+
+
+def log_safe_description(error: BaseException) -> str:
+    """What a refusal's log line may say: the error's kind and, for a header, the first
+    token of its name. gunicorn's own message quotes what the client sent (a header line
+    without a colon whole, `Authorization Bearer <token>`; a request line whole, query
+    string included)."""
+    kind = type(error).__name__
+    if isinstance(error, _SAFE_TO_LOG):  # sizes only
+        return f"{kind}: {error}"
+    name = getattr(error, "hdr", None)
+    if isinstance(name, str):
+        token = _HEADER_NAME.match(name)
+        return f"{kind}: header {token.group() if token else '?'} (value redacted)"
+    return kind
 
 
 class NoAccessLogger(Logger):

@@ -98,7 +98,12 @@ class OneTripRedisStorage(RedisStorage):
 
 
 def _request_identifier() -> str:
-    return request.endpoint or "unmatched"
+    endpoint = request.endpoint or "unmatched"
+    # Flask-Limiter exempts any endpoint named "static", whatever the path; only the files
+    # that exist are exempt here (UNOBSERVED_PATHS), so `/static/no-such-file` is counted.
+    if endpoint == "static" and not unobserved_path(request.path):
+        return "static-path-not-served"
+    return endpoint
 
 
 def make_limiter() -> Limiter:

@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 from service import create_app
 from service import database as service_database
 from service.auth import service as auth
+from service.auth.models import Scope
 from service.extensions import db
 from tests.factories import Factories
 from tests.payments.gateway import Gateway, start_gateway
@@ -178,17 +179,29 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def bearer_headers(app: Flask, name: str, *scopes: Scope) -> dict[str, str]:
+    """The Authorization header of a new key called `name` with `scopes`."""
+    with app.app_context():
+        return {"Authorization": f"Bearer {auth.create_key(name=name, scopes=scopes)}"}
+
+
 @pytest.fixture
 def api_token(app: Flask) -> str:
+    """A key with every scope, as the development key has: the README's examples work."""
     with app.app_context():
-        return auth.create_key(name="tests")
+        return auth.create_key(name="tests", scopes=auth.DEVELOPMENT_SCOPES)
 
 
 @pytest.fixture
 def admin_headers(app: Flask) -> dict[str, str]:
-    """An operator key (`api-keys create NAME --admin`): sees every key's orders."""
-    with app.app_context():
-        return {"Authorization": f"Bearer {auth.create_key(name='operator', admin=True)}"}
+    """An operator key (`api-keys create NAME --scope operator`): sees every key's orders."""
+    return bearer_headers(app, "operator", Scope.OPERATOR)
+
+
+@pytest.fixture
+def customer_headers(app: Flask) -> dict[str, str]:
+    """A customer key (`api-keys create NAME --scope customer`): its own orders only."""
+    return bearer_headers(app, "customer", Scope.CUSTOMER)
 
 
 @pytest.fixture

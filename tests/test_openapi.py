@@ -110,11 +110,12 @@ def test_every_operation_has_a_stable_camel_case_operation_id(client: FlaskClien
     ],
 )
 def test_parsing_arguments_builds_no_schema(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, url: str
+    client: FlaskClient, auth_headers: dict, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     """Routes give webargs schema instances: given a class, it builds (and deep-copies the
     fields of) a new schema on every request."""
-    client.get(url)  # a response schema builds its nested schemas on its first dump
+    # A response schema builds its nested schemas on its first dump.
+    assert client.get(url, headers=auth_headers).status_code == 200
     built: list[str] = []
     original = ma.Schema.__init__
 
@@ -123,5 +124,5 @@ def test_parsing_arguments_builds_no_schema(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(ma.Schema, "__init__", counting)
-    client.get(url)
+    assert client.get(url, headers=auth_headers).status_code == 200
     assert built == []

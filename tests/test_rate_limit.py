@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from flask import Flask
+from opentelemetry.util.http import parse_excluded_urls
 
+from service.edge import unobserved_url_patterns
+from service.metrics import metrics
 from tests.conftest import build_app
 
 
@@ -80,7 +84,7 @@ def test_keys_are_limited_separately_from_addresses(sqlite_url: str) -> None:
 
     app = _limited_app(sqlite_url)
     with app.app_context():
-        token = auth.create_key(name="limits")
+        token = auth.create_key(name="limits", scopes=auth.DEVELOPMENT_SCOPES)
     try:
         client = app.test_client()
         for _ in range(3):
@@ -110,7 +114,7 @@ def test_one_allowance_across_all_routes(sqlite_url: str) -> None:
     client = _limited_app(sqlite_url).test_client()
     assert client.get("/api/v1/categories").status_code == 200
     assert client.get("/api/v1/products").status_code == 200
-    assert client.get("/api/v1/reports/sales").status_code == 200
+    assert client.get("/api/v1/reports/sales").status_code == 401
     for path in ("/api/v1/categories", "/api/v1/products", "/api/v1/orders"):
         refused = client.get(path)
         assert refused.status_code == 429, path
@@ -144,3 +148,44 @@ def test_a_503_keeps_the_services_own_retry_after() -> None:
     assert response.status_code == 503
     assert response.headers.getlist("Retry-After") == ["5"]
     assert response.headers["RateLimit-Remaining"] == "99"  # the request still counted
+
+
+# Issue 23, finding 8: only the exact probe, scrape, docs, spec and static endpoints are
+# exempt; a path that merely starts like one is limited and observed like any other.
+NEAR_MISSES = ("/metricsX/n", "/docsX/n", "/health/x/n", "/static/x/n", "/openapi.jsonX/n")
+EXEMPT = (
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/static/swagger-ui/swagger-ui.css",
+)
+
+
+def test_only_the_exact_exempt_endpoints_skip_the_limit_and_the_metrics(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed: list[str] = []
+    monkeypatch.setattr(
+        metrics, "http_request", lambda method, route, status, *_: observed.append(status)
+    )
+    client = _limited_app(sqlite_url).test_client()
+    for path in EXEMPT:
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+    assert observed == []
+    statuses = [client.get(path).status_code for path in NEAR_MISSES]
+    assert statuses == [404, 404, 404, 429, 429]
+    assert observed == statuses
+    for path in EXEMPT:  # still answer once the client is over its limit
+        with client.get(path) as response:
+            assert response.status_code == 200, path
+
+
+def test_the_contrib_flask_instrumentation_excludes_the_same_exact_paths() -> None:
+    excluded = parse_excluded_urls(unobserved_url_patterns())
+    assert all(excluded.url_disabled(f"http://127.0.0.1:8000{path}") for path in EXEMPT)
+    assert excluded.url_disabled("https://shop.example/metrics?name[]=x")
+    assert not any(excluded.url_disabled(f"http://127.0.0.1:8000{p}") for p in NEAR_MISSES)
+    assert not excluded.url_disabled("http://127.0.0.1:8000/api/v1/products?next=/metrics")

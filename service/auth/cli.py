@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from service.auth import service as auth
+from service.auth.models import Scope
 from service.errors import AppError
 
 api_keys_cli = AppGroup("api-keys", help="Manage API keys.")
@@ -15,12 +16,18 @@ api_keys_cli = AppGroup("api-keys", help="Manage API keys.")
 @api_keys_cli.command("create")
 @click.argument("name")
 @click.option(
-    "--admin", is_flag=True, help="Operator scope: the key sees and cancels every key's orders."
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([str(scope) for scope in Scope]),
+    help="customer: place orders, read and cancel its own. operator: catalog writes, the "
+    "sales report, read and cancel every order. Repeat for several.",
 )
-def create(name: str, admin: bool) -> None:
+def create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a key and print its token (and only the token) on stdout."""
     try:
-        click.echo(auth.create_key(name=name, admin=admin))
+        click.echo(auth.create_key(name=name, scopes=scopes))
     except AppError as exc:
         raise click.ClickException(exc.detail) from None
 
@@ -38,7 +45,10 @@ def revoke(name: str) -> None:
 
 @api_keys_cli.command("ensure-dev")
 def ensure_dev() -> None:
-    """Create the development key (DEV_API_KEY) if missing, and print how to use it."""
+    """Create the development key (DEV_API_KEY) if missing, and print how to use it.
+
+    It has every scope, so that each README example works with it; production refuses it.
+    """
     if current_app.config["GLASSBOX_ENV"] == "production":
         raise click.ClickException("the development key is not created in production")
     token = current_app.config["DEV_API_KEY"]

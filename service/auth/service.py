@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
 from flask import current_app
 from sqlalchemy import select
 
-from service.auth.models import ApiKey
+from service.auth.models import ApiKey, Scope
 from service.database import utcnow
-from service.errors import Conflict, NotFound, Unauthorized
+from service.errors import Conflict, InsufficientScope, InvalidRequest, NotFound, Unauthorized
 from service.extensions import db
 
 TOKEN_PREFIX = "gbx_"  # noqa: S105 - a prefix, not a secret
@@ -26,19 +27,43 @@ def token_fingerprint(token: str) -> str:
     return hash_token(token)[:16]
 
 
-def create_key(
-    *, name: str, token: str | None = None, admin: bool = False, development: bool = False
-) -> str:
-    """Store a new key and return its token (the only time it is visible).
+# The development key serves every example in the README (catalog writes, orders, the
+# report), and production refuses it whatever its scopes.
+DEVELOPMENT_SCOPES = (Scope.CUSTOMER, Scope.OPERATOR)
 
-    `admin` keys (operator scope) see every key's orders; `development` keys are refused
-    in production.
+
+def scope_string(scopes: Iterable[str]) -> str:
+    """The stored form of `scopes`: known names, each once, sorted, space-separated."""
+    chosen = set(scopes)
+    unknown = sorted(chosen - set(Scope))
+    if unknown or not chosen:
+        known = ", ".join(Scope)
+        raise InvalidRequest(f"Give one or more scopes out of {known}; unknown: {unknown}.")
+    return " ".join(sorted(chosen))
+
+
+def create_key(
+    *,
+    name: str,
+    scopes: Iterable[str],
+    token: str | None = None,
+    development: bool = False,
+) -> str:
+    """Store a new key with `scopes` and return its token (the only time it is visible).
+
+    `development` keys are refused in production.
     """
+    stored_scopes = scope_string(scopes)
     token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
     if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise Conflict(f"An API key named {name!r} already exists.")
     db.session.add(
-        ApiKey(name=name, token_hash=hash_token(token), is_admin=admin, is_development=development)
+        ApiKey(
+            name=name,
+            token_hash=hash_token(token),
+            scopes=stored_scopes,
+            is_development=development,
+        )
     )
     db.session.commit()
     return token
@@ -48,7 +73,7 @@ def ensure_dev_key(*, name: str, token: str) -> bool:
     """Create the development key unless one with this name exists; True when created."""
     if db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         return False
-    create_key(name=name, token=token, development=True)
+    create_key(name=name, token=token, scopes=DEVELOPMENT_SCOPES, development=True)
     return True
 
 
@@ -81,3 +106,14 @@ def authenticate(*, token: str | None) -> ApiKey:
     if key.is_development and config["GLASSBOX_ENV"] == "production":
         raise Unauthorized("The development API key is not accepted in production.")
     return key
+
+
+def require_scope(key: ApiKey, *, any_of: Iterable[Scope]) -> None:
+    """Raise InsufficientScope unless `key` holds at least one of `any_of`."""
+    wanted = tuple(any_of)
+    if key.scope_set.isdisjoint(wanted):
+        raise InsufficientScope(
+            f"This operation needs an API key with the {' or '.join(map(repr, map(str, wanted)))} "
+            f"scope; this key has {key.scopes!r}.",
+            required_scopes=[str(scope) for scope in wanted],
+        )

@@ -13,6 +13,7 @@ from flask.views import MethodView
 
 from service.api import Blueprint
 from service.auth.decorators import require_api_key
+from service.auth.models import Scope
 from service.catalog import service as catalog
 from service.catalog.schemas import (
     CategoryPageSchema,
@@ -63,7 +64,7 @@ class Categories(MethodView):
         """List categories"""
         return _page_response(catalog.list_categories(**args, render=CATEGORY_PAGE))
 
-    @require_api_key(categories)
+    @require_api_key(categories, Scope.OPERATOR)
     @categories.arguments(CategorySchema())
     @categories.response(201, CategorySchema)
     @categories.alt_response(409, response="CONFLICT")
@@ -83,7 +84,7 @@ class CategoryById(MethodView):
         """Get a category"""
         return respond(catalog.get_category(category_id=category_id, render=CATEGORY))
 
-    @require_api_key(categories)
+    @require_api_key(categories, Scope.OPERATOR)
     @categories.arguments(CategoryUpdateSchema())
     @categories.response(200, CategorySchema)
     @categories.alt_response(404, response="NOT_FOUND")
@@ -93,7 +94,7 @@ class CategoryById(MethodView):
         """Change a category"""
         return catalog.update_category(category_id=category_id, **changes)
 
-    @require_api_key(categories)
+    @require_api_key(categories, Scope.OPERATOR)
     @categories.response(204)
     @categories.alt_response(404, response="NOT_FOUND")
     @categories.alt_response(409, response="CONFLICT")
@@ -112,7 +113,7 @@ class Products(MethodView):
         """List products, filtered and sorted, one page at a time"""
         return _page_response(catalog.list_products(**args, render=PRODUCT_PAGE))
 
-    @require_api_key(products)
+    @require_api_key(products, Scope.OPERATOR)
     @products.arguments(ProductSchema())
     @products.response(201, ProductSchema)
     @products.alt_response(409, response="CONFLICT")
@@ -132,7 +133,7 @@ class ProductById(MethodView):
         """Get a product"""
         return respond(catalog.get_product(product_id=product_id, render=PRODUCT))
 
-    @require_api_key(products)
+    @require_api_key(products, Scope.OPERATOR)
     @products.arguments(ProductUpdateSchema())
     @products.response(200, ProductSchema)
     @products.alt_response(404, response="NOT_FOUND")
@@ -142,7 +143,7 @@ class ProductById(MethodView):
         """Change a product"""
         return catalog.update_product(product_id=product_id, **changes)
 
-    @require_api_key(products)
+    @require_api_key(products, Scope.OPERATOR)
     @products.response(204)
     @products.alt_response(404, response="NOT_FOUND")
     @products.alt_response(409, response="CONFLICT")

@@ -9,6 +9,7 @@ from flask.views import MethodView
 
 from service.api import Blueprint
 from service.auth.decorators import owner_scope, require_api_key
+from service.auth.models import Scope
 from service.orders import service as orders
 from service.orders.schemas import (
     IdempotencyHeadersSchema,
@@ -26,7 +27,7 @@ ORDER_ID = "<int(min=1, max=2147483647):order_id>"
 
 @blp.route("")
 class Orders(MethodView):
-    @require_api_key(blp)
+    @require_api_key(blp, Scope.CUSTOMER, Scope.OPERATOR)
     @blp.arguments(OrderListArgsSchema(), location="query")
     @blp.response(200, OrderPageSchema)
     @blp.doc(operationId="listOrders")
@@ -35,7 +36,7 @@ class Orders(MethodView):
         page = orders.list_orders(**args, owner=owner_scope())
         return page, link_headers(page.next_cursor)
 
-    @require_api_key(blp)
+    @require_api_key(blp, Scope.CUSTOMER)
     @blp.arguments(OrderCreateSchema())
     @blp.arguments(IdempotencyHeadersSchema(), location="headers")
     @blp.response(201, OrderSchema)
@@ -54,7 +55,7 @@ class Orders(MethodView):
 
 @blp.route(f"/{ORDER_ID}")
 class OrderById(MethodView):
-    @require_api_key(blp)
+    @require_api_key(blp, Scope.CUSTOMER, Scope.OPERATOR)
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND", description="No such order for this key")
     @blp.doc(operationId="getOrder")
@@ -65,7 +66,7 @@ class OrderById(MethodView):
 
 @blp.route(f"/{ORDER_ID}/cancel")
 class OrderCancel(MethodView):
-    @require_api_key(blp)
+    @require_api_key(blp, Scope.CUSTOMER, Scope.OPERATOR)
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND", description="No such order for this key")
     @blp.alt_response(409, response="CONFLICT", description="Already cancelled or failed")

@@ -128,13 +128,13 @@ def place_order(
             existing = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
             if existing is not None:
                 span.set_attribute("order.idempotent_replay", True)
-                return _finish(existing, span)
+                return _finish(existing, span, keyed=True)
         order = _reserve(customer_email, quantities, request_hash, idempotency_key, api_key_id)
         if order is None:  # a concurrent request with the same key won the race
             order = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
             assert order is not None
             span.set_attribute("order.idempotent_replay", True)
-        return _finish(order, span)
+        return _finish(order, span, keyed=keyed)
 
 
 def _replay(api_key_id: int, key: str, request_hash: str) -> Order | None:
@@ -228,8 +228,11 @@ def payment_key(order: Order) -> str:
     return order.payment_key or f"order-{order.id}"
 
 
-def _finish(order: Order, span: Any) -> OrderData:
-    """Take payment for a pending order; other states are answered as they stand."""
+def _finish(order: Order, span: Any, *, keyed: bool) -> OrderData:
+    """Take payment for a pending order; other states are answered as they stand.
+
+    `keyed`: the request carried an Idempotency-Key, so retrying it resumes the payment.
+    """
     span.set_attribute("order.id", order.id)
     span.set_attribute("order.total", float(order.total))
     if order.status == OrderStatus.PENDING:
@@ -253,9 +256,16 @@ def _finish(order: Order, span: Any) -> OrderData:
             raise _cancelled(order)
         elif payment.unavailable:
             span.set_attribute("order.status", order.status)
+            if keyed:
+                advice = "Retry with the same Idempotency-Key to complete it."
+            else:  # a retry without a key would place a second order
+                advice = (
+                    f"It stays pending until cancelled (POST /api/v1/orders/{order.id}/cancel) "
+                    "or expired; send an Idempotency-Key to make a placement safe to retry."
+                )
             raise PaymentUnavailable(
                 f"Order {order.id} is reserved but the payment service did not answer "
-                f"({payment.reason}). Retry with the same Idempotency-Key to complete it.",
+                f"({payment.reason}). {advice}",
                 order_id=order.id,
                 order_status=order.status,
             )

@@ -73,19 +73,43 @@ def require_shared_secret() -> Any:
     )
 
 
+# What the ledger's BIGINT columns hold: the largest order id, and amount in cents.
+LARGEST_ID = 2**63 - 1
+LARGEST_AMOUNT = Decimal(LARGEST_ID) / 100
+
+
 def _request_fields() -> tuple[int, Decimal, str] | Any:
     """(order_id, amount, currency) of the JSON body, or a 422 problem."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        return problem(422, "Validation failed", "The JSON body is nested too deeply.")
     if not isinstance(body, dict) or type(body.get("order_id")) is not int:
         return problem(422, "Validation failed", "order_id (integer) and amount are required.")
+    if not 1 <= body["order_id"] <= LARGEST_ID:
+        return problem(422, "Validation failed", f"order_id must be from 1 to {LARGEST_ID}.")
     try:
         amount = Decimal(str(body.get("amount")))
+        # Compared before quantize: 1E+30 has more digits than the decimal context keeps.
+        if not amount.is_finite() or not 0 <= amount <= LARGEST_AMOUNT:
+            raise InvalidOperation
+        exact = amount == amount.quantize(Decimal("0.01"))
     except InvalidOperation:
-        return problem(422, "Validation failed", "amount must be a decimal string.")
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
-        return problem(422, "Validation failed", "amount must be a non-negative decimal (cents).")
+        exact = False
+    if not exact:
+        return problem(
+            422,
+            "Validation failed",
+            f"amount must be a decimal string of cents from 0 to {LARGEST_AMOUNT}.",
+        )
     currency = body.get("currency", "EUR")
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+    # ASCII only: "ßab".upper() is "SSAB", and ISO 4217 codes are three Latin letters.
+    if not (
+        isinstance(currency, str)
+        and len(currency) == 3
+        and currency.isascii()
+        and currency.isalpha()
+    ):
         return problem(422, "Validation failed", "currency must be a three-letter code.")
     return body["order_id"], amount, currency.upper()
 
@@ -215,9 +239,12 @@ def void_by_key() -> Any:
 
 @blp.get("")
 def by_order() -> Any:
-    order_id = request.args.get("order_id", "")
-    if not (order_id.isascii() and order_id.isdigit()) or set(request.args) != {"order_id"}:
-        return problem(422, "Validation failed", "Query by ?order_id=<integer> only.")
+    given = request.args.getlist("order_id")
+    order_id = given[0] if len(given) == 1 and set(request.args) == {"order_id"} else ""
+    if not (order_id.isascii() and order_id.isdigit() and int(order_id) <= LARGEST_ID):
+        return problem(
+            422, "Validation failed", "Query by one ?order_id=<integer up to 2^63-1> only."
+        )
     return {"items": [a.as_json() for a in ledger().by_order(int(order_id))]}
 
 

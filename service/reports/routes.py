@@ -7,6 +7,8 @@ from typing import Any
 from flask.views import MethodView
 
 from service.api import Blueprint
+from service.auth.decorators import require_api_key
+from service.auth.models import Scope
 from service.reports import service as reports
 from service.reports.schemas import SalesReportArgsSchema, SalesReportSchema
 
@@ -15,6 +17,7 @@ blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="
 
 @blp.route("/sales")
 class SalesReport(MethodView):
+    @require_api_key(blp, Scope.OPERATOR)
     @blp.arguments(SalesReportArgsSchema(), location="query")
     @blp.response(200, SalesReportSchema)
     @blp.doc(operationId="getSalesReport")

@@ -20,7 +20,7 @@ from opentelemetry import trace
 
 from service import profiles
 from service.config import SignalExport, otel_exports, otel_process, prometheus_multiproc_dir
-from service.edge import UNOBSERVED_PREFIXES
+from service.edge import unobserved_url_patterns
 from service.metrics import metrics, metrics_response
 from service.telemetry.gated import ParentGatedTracerProvider
 from service.telemetry.server import observe_requests
@@ -239,7 +239,7 @@ def init_app(app: Flask, *, service_name: str, service_version: str) -> None:
     if contrib and process_state.tracing and not process_state.external:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-        FlaskInstrumentor.instrument_app(app, excluded_urls=",".join(UNOBSERVED_PREFIXES))
+        FlaskInstrumentor.instrument_app(app, excluded_urls=unobserved_url_patterns())
     observe_requests(
         app, spans=process_state.tracing and not contrib and not _flask_auto_instrumented()
     )

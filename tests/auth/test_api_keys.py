@@ -37,7 +37,9 @@ def test_reads_need_no_key(client: FlaskClient) -> None:
 def test_cli_create_prints_only_the_token_and_stores_its_hash(
     app: Flask, client: FlaskClient
 ) -> None:
-    result = app.test_cli_runner().invoke(args=["api-keys", "create", "robot"])
+    result = app.test_cli_runner().invoke(
+        args=["api-keys", "create", "robot", "--scope", "operator"]
+    )
     assert result.exit_code == 0
     token = result.stdout.strip()
     assert token.startswith("gbx_")
@@ -53,7 +55,7 @@ def test_cli_create_prints_only_the_token_and_stores_its_hash(
 
 def test_revoked_key_is_401(app: Flask, client: FlaskClient) -> None:
     runner = app.test_cli_runner()
-    token = runner.invoke(args=["api-keys", "create", "temp"]).stdout.strip()
+    token = runner.invoke(args=["api-keys", "create", "temp", "--scope", "operator"]).stdout.strip()
     assert runner.invoke(args=["api-keys", "revoke", "temp"]).exit_code == 0
     response = client.post(WRITE[0], json=WRITE[1], headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -62,8 +64,9 @@ def test_revoked_key_is_401(app: Flask, client: FlaskClient) -> None:
 
 def test_cli_errors(app: Flask) -> None:
     runner = app.test_cli_runner()
-    runner.invoke(args=["api-keys", "create", "twice"])
-    assert runner.invoke(args=["api-keys", "create", "twice"]).exit_code != 0
+    twice = ["api-keys", "create", "twice", "--scope", "customer"]
+    assert runner.invoke(args=twice).exit_code == 0
+    assert runner.invoke(args=twice).exit_code != 0
     assert runner.invoke(args=["api-keys", "revoke", "never-made"]).exit_code != 0
 
 

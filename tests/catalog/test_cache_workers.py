@@ -33,7 +33,7 @@ def product(pg_app: Flask) -> Product:
 @pytest.fixture
 def token(pg_app: Flask) -> str:
     with pg_app.app_context():
-        return auth.create_key(name="cache-workers")
+        return auth.create_key(name="cache-workers", scopes=auth.DEVELOPMENT_SCOPES)
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def _seed(app: Flask) -> tuple[str, list[int]]:
     """An API key, a category and eight products with plenty of stock."""
     tag = time.monotonic_ns()
     with app.app_context():
-        token = auth.create_key(name=f"pgbouncer-{tag}")
+        token = auth.create_key(name=f"pgbouncer-{tag}", scopes=auth.DEVELOPMENT_SCOPES)
     headers = {"Authorization": f"Bearer {token}"}
     client = app.test_client()
     category = client.post("/api/v1/categories", json={"name": f"Pooled {tag}"}, headers=headers)

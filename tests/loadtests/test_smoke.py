@@ -84,7 +84,7 @@ def test_smoke_shape_passes_against_gunicorn_on_postgres(
         rng = random.Random(5)
         seed_products(300, rng=rng)
         seed_orders(100, rng=rng)
-        token = auth.create_key(name="load-smoke")
+        token = auth.create_key(name="load-smoke", scopes=auth.DEVELOPMENT_SCOPES)
     env = server_env(postgres_url, redis_url)
     with gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
         result = run_locust(server.base_url, token, tmp_path)

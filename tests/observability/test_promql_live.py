@@ -228,8 +228,8 @@ def stack(
     products = [make.product(category_id=category.id, stock=100) for _ in range(3)]
     expensive = make.product(category_id=category.id, stock=10, price=Decimal("20000.00"))
     with app.app_context():
-        shopper_key = auth.create_key(name="live-shopper")
-        burst_key = auth.create_key(name="live-burst")
+        shopper_key = auth.create_key(name="live-shopper", scopes=auth.DEVELOPMENT_SCOPES)
+        burst_key = auth.create_key(name="live-burst", scopes=auth.DEVELOPMENT_SCOPES)
 
     base_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

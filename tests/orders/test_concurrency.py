@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service.auth import service as auth
+from service.auth.models import Scope
 from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import OrderItem
@@ -45,7 +46,7 @@ def test_threads_never_sell_the_same_last_units(pg_app: Flask) -> None:
     make = Factories(pg_app)
     product = make.product(stock=5)
     with pg_app.app_context():
-        token = auth.create_key(name="concurrency")
+        token = auth.create_key(name="concurrency", scopes=[Scope.CUSTOMER])
     buyers = 20
 
     def buy(client: FlaskClient) -> int:
@@ -72,7 +73,7 @@ def test_concurrent_retries_with_one_key_create_one_order(pg_app: Flask) -> None
     make = Factories(pg_app)
     product = make.product(stock=10)
     with pg_app.app_context():
-        token = auth.create_key(name="one-key")
+        token = auth.create_key(name="one-key", scopes=[Scope.CUSTOMER])
 
     def retry(client: FlaskClient) -> tuple[int, int]:
         response = client.post(
@@ -97,7 +98,7 @@ def test_200_concurrent_orders_under_gunicorn_sell_exactly_the_stock(
     make = Factories(pg_app)
     product = make.product(stock=50)
     with pg_app.app_context():
-        token = auth.create_key(name="crowd")
+        token = auth.create_key(name="crowd", scopes=[Scope.CUSTOMER])
     server = start_gunicorn(
         "api",
         server_env(DATABASE_URL=postgres_url, REDIS_URL=redis_url, WEB_CONCURRENCY="4"),

@@ -62,7 +62,7 @@ def test_keys_belong_to_one_api_key(
     from service.auth import service as auth
 
     with app.app_context():
-        other_token = auth.create_key(name="another-client")
+        other_token = auth.create_key(name="another-client", scopes=["customer"])
     product = make.product(stock=5)
     mine = client.post(
         "/api/v1/orders",

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from service.auth import service as auth
+from service.auth.models import Scope
 from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import Order
@@ -83,7 +84,7 @@ def test_cancel_racing_a_slow_payment_never_leaves_money_held(
     rounds = 24
     product = Factories(pg_app).product(stock=rounds)
     with pg_app.app_context():
-        token = auth.create_key(name="racer")
+        token = auth.create_key(name="racer", scopes=[Scope.CUSTOMER])
     headers = {"Authorization": f"Bearer {token}"}
     outcomes: list[tuple[int, int, int]] = []
     answers: dict[int, dict[str, Any]] = {}
@@ -153,7 +154,7 @@ def test_timeout_then_retry_charges_once(
     gateway = slow_gateway(1500, timeout=1.0, retries=0)
     product = Factories(pg_app).product(stock=10)
     with pg_app.app_context():
-        token = auth.create_key(name="retrier")
+        token = auth.create_key(name="retrier", scopes=[Scope.CUSTOMER])
     client = pg_app.test_client()
 
     def place(key: str) -> Any:
@@ -200,7 +201,7 @@ def test_many_concurrent_retries_of_one_order_charge_once(
     gateway = slow_gateway(600, timeout=0.3, retries=3)
     product = Factories(pg_app).product(stock=5)
     with pg_app.app_context():
-        token = auth.create_key(name="impatient")
+        token = auth.create_key(name="impatient", scopes=[Scope.CUSTOMER])
 
     def place(_: int) -> int:
         return (

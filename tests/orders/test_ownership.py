@@ -6,6 +6,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.auth import service as auth
+from service.auth.models import Scope
 from tests.factories import Factories
 
 
@@ -14,16 +15,16 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_orders_are_private_to_their_key(
-    app: Flask, client: FlaskClient, make: Factories, auth_headers: dict, admin_headers: dict
+    app: Flask, client: FlaskClient, make: Factories, customer_headers: dict, admin_headers: dict
 ) -> None:
     product = make.product(stock=10)
     with app.app_context():
-        other = bearer(auth.create_key(name="someone-else"))
+        other = bearer(auth.create_key(name="someone-else", scopes=[Scope.CUSTOMER]))
     body = {
         "customer_email": "alice@example.com",
         "items": [{"product_id": product.id, "quantity": 1}],
     }
-    mine = client.post("/api/v1/orders", json=body, headers=auth_headers).json
+    mine = client.post("/api/v1/orders", json=body, headers=customer_headers).json
     theirs = client.post(
         "/api/v1/orders", json={**body, "customer_email": "bob@example.com"}, headers=other
     ).json
@@ -40,16 +41,16 @@ def test_orders_are_private_to_their_key(
     assert client.post(f"/api/v1/orders/{mine['id']}/cancel").status_code == 401
 
     # Each key sees its own orders only; another key's order is as absent as a missing one.
-    listed = client.get("/api/v1/orders", headers=auth_headers).json["items"]
+    listed = client.get("/api/v1/orders", headers=customer_headers).json["items"]
     assert [o["id"] for o in listed] == [mine["id"]]
     assert (
-        client.get("/api/v1/orders?customer_email=bob@example.com", headers=auth_headers).json[
+        client.get("/api/v1/orders?customer_email=bob@example.com", headers=customer_headers).json[
             "items"
         ]
         == []
     )
-    assert client.get(f"/api/v1/orders/{theirs['id']}", headers=auth_headers).status_code == 404
-    refused = client.post(f"/api/v1/orders/{theirs['id']}/cancel", headers=auth_headers)
+    assert client.get(f"/api/v1/orders/{theirs['id']}", headers=customer_headers).status_code == 404
+    refused = client.post(f"/api/v1/orders/{theirs['id']}/cancel", headers=customer_headers)
     assert refused.status_code == 404
     assert client.get(f"/api/v1/orders/{theirs['id']}", headers=other).json["status"] == "paid"
 
@@ -61,8 +62,8 @@ def test_orders_are_private_to_their_key(
     assert cancelled.json["status"] == "cancelled"
 
 
-def test_catalog_and_reports_stay_public(client: FlaskClient) -> None:
-    for path in ("/api/v1/products", "/api/v1/categories", "/api/v1/reports/sales"):
+def test_catalog_reads_stay_public(client: FlaskClient) -> None:
+    for path in ("/api/v1/products", "/api/v1/categories"):
         assert client.get(path).status_code == 200, path
 
 
@@ -70,7 +71,11 @@ def test_cli_creates_operator_keys(app: Flask, client: FlaskClient, make: Factor
     product = make.product(stock=1)
     make.order(items=[(product, 1)])  # an order from before keys owned orders
     runner = app.test_cli_runner()
-    plain = runner.invoke(args=["api-keys", "create", "plain"]).stdout.strip()
-    operator = runner.invoke(args=["api-keys", "create", "ops", "--admin"]).stdout.strip()
+    plain = runner.invoke(
+        args=["api-keys", "create", "plain", "--scope", "customer"]
+    ).stdout.strip()
+    operator = runner.invoke(
+        args=["api-keys", "create", "ops", "--scope", "operator"]
+    ).stdout.strip()
     assert client.get("/api/v1/orders", headers=bearer(plain)).json["items"] == []
     assert len(client.get("/api/v1/orders", headers=bearer(operator)).json["items"]) == 1

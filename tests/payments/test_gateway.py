@@ -152,3 +152,51 @@ def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path, secre
     )
     assert started.returncode != 0
     assert "PAYMENTS_SHARED_SECRET" in started.stderr
+
+
+# Issue 23, finding 4: input the ledger cannot hold is a 422 problem, never a 500.
+NESTED = "[" * 5_000 + "]" * 5_000  # past the JSON parser's recursion limit, within 64 KiB
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"order_id": 1, "amount": 1e17, "currency": "EUR"},  # 1e19 cents: past BIGINT
+        {"order_id": 1, "amount": "100000000000000000.00", "currency": "EUR"},
+        {"order_id": 1, "amount": 1e30, "currency": "EUR"},  # decimal.InvalidOperation
+        {"order_id": 1, "amount": "1e30", "currency": "EUR"},
+        {"order_id": 10**23, "amount": "1.00", "currency": "EUR"},
+        {"order_id": 2**63, "amount": "1.00", "currency": "EUR"},
+        {"order_id": 1, "amount": "1.00", "currency": "ßab"},  # upper-cases to SSAB
+        {"order_id": 1, "amount": "1.00", "currency": "EU\u0130"},  # İ upper-cases to two
+        NESTED,
+        '{"order_id": 1, "amount": "1.00", "currency": "EUR", "nested": ' + NESTED + "}",
+    ],
+    ids=lambda body: repr(body)[:40],
+)
+def test_input_the_ledger_cannot_hold_is_422(gateway: Gateway, body: object) -> None:
+    for path in ("/api/v1/authorizations", "/api/v1/authorizations/void"):
+        if isinstance(body, str):
+            kwargs: dict[str, object] = {
+                "data": body,
+                "headers": {"Content-Type": "application/json", "Idempotency-Key": "edge"},
+            }
+        else:
+            kwargs = {"json": body, "headers": {"Idempotency-Key": f"edge-{id(body)}"}}
+        response = gateway.call("POST", path, **kwargs)
+        assert response.status_code == 422, (path, response.status_code, response.text[:300])
+        assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "query", ["order_id=9223372036854775808", "order_id=1&order_id=2", "order_id=1e3"]
+)
+def test_looking_up_by_an_order_id_out_of_range_or_repeated_is_422(
+    gateway: Gateway, query: str
+) -> None:
+    response = gateway.call("GET", f"/api/v1/authorizations?{query}")
+    assert response.status_code == 422, response.text[:300]
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert gateway.call("GET", "/api/v1/authorizations?order_id=9223372036854775807").json() == {
+        "items": []
+    }

@@ -35,7 +35,7 @@ def api_key_for(database_url: str, name: str = "reliability") -> str:
     """A new API key in the (migrated) database a test server will use."""
     app = build_app(database_url)
     with app.app_context():
-        token = auth.create_key(name=name)
+        token = auth.create_key(name=name, scopes=auth.DEVELOPMENT_SCOPES)
         db.engine.dispose()
     return token
 

@@ -346,8 +346,10 @@ def test_out_of_range_ids_in_paths_are_404(
 @pytest.mark.parametrize(
     "query", ["to=0001-01-01", "from=9999-12-01&to=9999-12-31", "to=9999-12-31"]
 )
-def test_report_dates_at_the_ends_of_the_calendar_work(client: FlaskClient, query: str) -> None:
-    response = client.get(f"/api/v1/reports/sales?{query}")
+def test_report_dates_at_the_ends_of_the_calendar_work(
+    client: FlaskClient, auth_headers: dict, query: str
+) -> None:
+    response = client.get(f"/api/v1/reports/sales?{query}", headers=auth_headers)
     assert response.status_code == 200, response.json
     assert response.json["totals"]["orders"] == 0
 
@@ -363,8 +365,11 @@ def test_report_dates_at_the_ends_of_the_calendar_work(client: FlaskClient, quer
         "from=9999-12-31",  # after the default `to`
     ],
 )
-def test_report_dates_out_of_range_are_422(client: FlaskClient, query: str) -> None:
-    errors = assert_problem(client.get(f"/api/v1/reports/sales?{query}"), 422)["errors"]
+def test_report_dates_out_of_range_are_422(
+    client: FlaskClient, auth_headers: dict, query: str
+) -> None:
+    response = client.get(f"/api/v1/reports/sales?{query}", headers=auth_headers)
+    errors = assert_problem(response, 422)["errors"]
     assert errors
     assert set(errors) <= {"from", "to"}
 

@@ -66,7 +66,9 @@ def test_database_down_is_503_and_the_service_recovers_without_restart(
             requests.get(server.url("/api/v1/orders"), headers=headers, timeout=CLIENT_TIMEOUT)
         )
         _assert_503_problem(
-            requests.get(server.url("/api/v1/reports/sales"), timeout=CLIENT_TIMEOUT)
+            requests.get(
+                server.url("/api/v1/reports/sales"), headers=headers, timeout=CLIENT_TIMEOUT
+            )
         )
         _assert_503_problem(
             requests.post(

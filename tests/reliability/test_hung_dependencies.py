@@ -114,7 +114,9 @@ def test_hung_database_answers_503_within_the_budget_and_recovers_without_restar
             lambda i: requests.get(
                 server.url(f"/api/v1/products?q=hung{round_}x{i}"), timeout=CLIENT_TIMEOUT
             ),
-            lambda i: requests.get(server.url("/api/v1/reports/sales"), timeout=CLIENT_TIMEOUT),
+            lambda i: requests.get(
+                server.url("/api/v1/reports/sales"), headers=headers, timeout=CLIENT_TIMEOUT
+            ),
             lambda i: requests.post(
                 server.url("/api/v1/categories"),
                 json={"name": f"During {round_} {i}"},

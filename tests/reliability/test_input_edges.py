@@ -253,3 +253,50 @@ def test_a_repeated_parameter_on_an_operation_without_parameters_is_422(
     product = make.product()
     response = client.get(f"/api/v1/products/{product.id}?x=1&x=2")
     assert_problem(response, 422)
+
+
+# Issue 23, finding 6: a field given twice in a JSON body (the last one used to win).
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "repeated"),
+    [
+        (
+            "POST",
+            "/api/v1/orders",
+            '{"customer_email": "a@example.com", "customer_email": "b@example.com", '
+            '"items": [{"product_id": {product}, "quantity": 1}]}',
+            "customer_email",
+        ),
+        (
+            "POST",
+            "/api/v1/orders",
+            '{"customer_email": "a@example.com", '
+            '"items": [{"product_id": {product}, "quantity": 1, "quantity": 5}]}',
+            "quantity",
+        ),
+        ("PATCH", "/api/v1/products/{product}", '{"price": "9.00", "price": "0.01"}', "price"),
+    ],
+)
+def test_a_field_given_twice_in_a_json_body_is_422(
+    client: FlaskClient,
+    auth_headers: dict,
+    make: Factories,
+    method: str,
+    path: str,
+    body: str,
+    repeated: str,
+) -> None:
+    product = make.product(stock=5)
+    response = client.open(
+        path.replace("{product}", str(product.id)),
+        method=method,
+        data=body.replace("{product}", str(product.id)),
+        headers={**auth_headers, "Content-Type": "application/json"},
+    )
+    errors = assert_problem(response, 422)["errors"]
+    assert repeated in errors, errors
+    # Nothing was written.
+    unchanged = client.get(f"/api/v1/products/{product.id}").json
+    assert (unchanged["price"], unchanged["stock"]) == ("10.00", 5)
+    assert client.get("/api/v1/orders", headers=auth_headers).json["items"] == []

@@ -24,7 +24,7 @@ CLIENTS = 8
 MIX = [
     ("GET", "/api/v1/categories", 200),
     ("GET", "/api/v1/products", 200),
-    ("GET", "/api/v1/reports/sales", 200),
+    ("GET", "/api/v1/reports/sales", 401),
     ("GET", "/api/v1/products/999999", 404),
     ("GET", "/api/v1/no-such-route", 404),
     ("POST", "/api/v1/categories", 401),

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from service.auth.models import Scope
 from service.extensions import db
-from tests.conftest import build_app
+from tests.conftest import bearer_headers, build_app
 from tests.deploy.test_pgbouncer import pgbouncer, scratch_database  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.postgres
@@ -82,7 +83,8 @@ def test_a_statement_past_its_timeout_is_cancelled_by_the_server_and_answers_503
 ) -> None:
     # pg_sleep(3) past the 2 s statement_timeout: it would answer 200 if it ran to the end.
     app = build_app(postgres_url, REPORTS_SQL_DELAY_MS=3000)
-    response = app.test_client().get("/api/v1/reports/sales")
+    headers = bearer_headers(app, "budget", Scope.OPERATOR)
+    response = app.test_client().get("/api/v1/reports/sales", headers=headers)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert response.mimetype == "application/problem+json"

@@ -50,7 +50,7 @@ def test_every_write_needs_a_valid_unrevoked_key(
     operations = _write_operations(app)
     assert len(operations) >= 8  # categories, products, orders, cancel: none forgotten
     with app.app_context():
-        revoked = auth.create_key(name="revoked")
+        revoked = auth.create_key(name="revoked", scopes=auth.DEVELOPMENT_SCOPES)
         auth.revoke_key(name="revoked")
     refused = {
         "no header": {},
@@ -73,7 +73,7 @@ def test_keys_are_stored_as_sha256_hashes_and_compared_in_constant_time(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with app.app_context():
-        token = auth.create_key(name="stored")
+        token = auth.create_key(name="stored", scopes=auth.DEVELOPMENT_SCOPES)
         rows = db.session.execute(sa.text("SELECT * FROM api_keys")).mappings().all()
     stored = [row for row in rows if row["name"] == "stored"]
     assert len(stored) == 1

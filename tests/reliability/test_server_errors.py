@@ -55,6 +55,9 @@ def _extra_headers(count: int) -> bytes:
 
 
 POST = b"POST /health/live HTTP/1.1\r\nHost: localhost\r\n"
+# In credentials and query strings of refused requests: no log line may hold it (issue 23,
+# finding 7).
+SECRET = b"gbx_s3cr3t-that-must-not-be-logged"
 
 # name → (raw request, status, problem slug)
 REFUSED: dict[str, tuple[bytes, int, str]] = {
@@ -143,6 +146,30 @@ REFUSED: dict[str, tuple[bytes, int, str]] = {
         POST + b"Transfer-Encoding: zstd-experimental\r\n\r\n",
         501,
         "transfer-coding-not-implemented",
+    ),
+    "an Authorization line without a colon": (
+        b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nAuthorization Bearer "
+        + SECRET
+        + b"\r\n\r\n",
+        400,
+        "malformed-request",
+    ),
+    "a token in a malformed header name": (
+        b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nAuthorization Bearer "
+        + SECRET
+        + b": x\r\n\r\n",
+        400,
+        "malformed-request",
+    ),
+    "a malformed request line with a query string": (
+        b"GET health?token=" + SECRET + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        400,
+        "malformed-request",
+    ),
+    "an invalid method before a query string": (
+        b"G@T /health/live?token=" + SECRET + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        400,
+        "malformed-request",
     ),
     "Expect other than 100-continue": (
         POST + b"Expect: payment\r\nContent-Length: 0\r\n\r\n",
@@ -264,6 +291,8 @@ def assert_server_answers_problems(
     assert len(refusals) == len(refused)
     assert {r["level"] for r in refusals} == {"WARNING"}
     assert [r for r in records if r.get("level") in ("ERROR", "CRITICAL")] == []
+    leaks = [r for r in records if SECRET.decode() in json.dumps(r)]
+    assert leaks == []
 
 
 def test_the_api_answers_every_server_refusal_as_problem_json(
@@ -326,3 +355,16 @@ def test_a_server_failure_is_a_500_problem_and_an_error_with_its_stack_in_the_lo
     worker.log.error.assert_called_once()
     assert worker.log.error.call_args.kwargs["exc_info"] is error
     worker.log.warning.assert_not_called()
+
+
+def test_a_server_failure_logs_its_path_without_the_query_string() -> None:
+    worker: Any = mock.Mock(cfg=gunicorn_conf)
+    request: Any = mock.Mock(uri="/api/v1/orders?token=" + SECRET.decode())
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        error = RuntimeError("bug outside the app's error handlers")
+        answer_with_problem(worker, request, server_side, ("127.0.0.1", 1234), error)
+    assert worker.log.error.call_args.args == (
+        "Error handling request %s",
+        "/api/v1/orders?<redacted>",
+    )

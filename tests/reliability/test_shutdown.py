@@ -65,7 +65,7 @@ def connections_queued(server: GunicornServer) -> int:
 
 @pytest.mark.parametrize("threads_per_worker", THREAD_COUNTS)
 def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
-    gunicorn_server: StartServer, server_database: str, threads_per_worker: int
+    gunicorn_server: StartServer, server_database: str, server_token: str, threads_per_worker: int
 ) -> None:
     # A budget past the slow reports (the default 5 s gives SQL 2 s: statement_timeout).
     server = gunicorn_server(
@@ -79,7 +79,8 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
 
     def get(name: str, path: str) -> None:
         try:
-            response = requests.get(server.url(path), timeout=60)
+            headers = {"Authorization": f"Bearer {server_token}"}
+            response = requests.get(server.url(path), headers=headers, timeout=60)
             results[name] = response.status_code
         except requests.RequestException as error:  # recorded; the test fails on it
             results[name] = error

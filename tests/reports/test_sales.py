@@ -4,10 +4,23 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
+from service.auth.models import Scope
 from service.reports.service import percentile
+from tests.conftest import bearer_headers
 from tests.factories import Factories
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """The report is the operator's: every request here carries an operator key."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer_headers(app, "reports", Scope.OPERATOR)[
+        "Authorization"
+    ]
+    return client
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -101,7 +114,8 @@ def test_sql_delay_knob_for_the_lab(backend: str, request: pytest.FixtureRequest
 
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    response = app.test_client().get("/api/v1/reports/sales")
+    headers = bearer_headers(app, "slow-report", Scope.OPERATOR)
+    response = app.test_client().get("/api/v1/reports/sales", headers=headers)
     with app.app_context():
         db.engine.dispose()
     assert response.status_code == 200

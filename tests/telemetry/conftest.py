@@ -150,7 +150,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         quiet = {**env, "OTEL_SDK_DISABLED": "true"}
         quiet.pop("PROMETHEUS_MULTIPROC_DIR")
         run_flask("db", "upgrade", env=quiet, timeout=120)  # raises with its output on failure
-        token = run_flask("api-keys", "create", "telemetry", env=quiet, timeout=60).strip()
+        token = run_flask(
+            "api-keys",
+            "create",
+            "telemetry",
+            "--scope",
+            "customer",
+            "--scope",
+            "operator",
+            env=quiet,
+            timeout=60,
+        ).strip()
         api = start_gunicorn("api", env, tmp / "api.log")
         processes.append(api)
         yield Stack(receiver, api, payments, token, env)

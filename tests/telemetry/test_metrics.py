@@ -134,7 +134,9 @@ def test_scrape_counts_every_worker(stack: Stack) -> None:
     # Until both workers have served it (bounded): a new connection each time, so the
     # kernel hands requests to whichever worker accepts first.
     while sent < 200 and (sent < 20 or len(_access_pids(stack, route)) < 2):
-        response = requests.get(stack.url(route), headers={"Connection": "close"}, timeout=10)
+        response = requests.get(
+            stack.url(route), headers=stack.headers(Connection="close"), timeout=10
+        )
         assert response.status_code == 200
         sent += 1
     assert len(_access_pids(stack, route)) == 2, "one worker served every request"
