@@ -16,20 +16,33 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve serve-payments migrate test lint format clean
+.PHONY: help venv runtime-venv run serve serve-payments migrate test lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(VENV)/.synced: pyproject.toml uv.lock
+define bootstrap-venv
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) sync --frozen --inexact --quiet
+endef
+
+# run, serve and migrate install what running needs (the project's dependencies); every
+# other target the dev group too (tests, linters, load and profiling tools).
+$(VENV)/.synced-runtime: pyproject.toml uv.lock
+	$(bootstrap-venv)
+	$(UV) sync --frozen --inexact --quiet --no-dev
 	@touch $@
 
-venv: $(VENV)/.synced  ## Create or refresh .venv from uv.lock
+$(VENV)/.synced: pyproject.toml uv.lock
+	$(bootstrap-venv)
+	$(UV) sync --frozen --inexact --quiet
+	@touch $@ $(VENV)/.synced-runtime
 
-migrate: venv  ## Apply database migrations (DATABASE_URL)
+venv: $(VENV)/.synced  ## Create or refresh .venv from uv.lock (with the dev group)
+
+runtime-venv: $(VENV)/.synced-runtime
+
+migrate: runtime-venv  ## Apply database migrations (DATABASE_URL)
 	$(FLASK) db upgrade
 
 run: migrate  ## The embedded default: SQLite, in-process cache and limiter, demo data, on HOST:PORT
@@ -47,7 +60,7 @@ serve: migrate  ## Production server: gunicorn (docs/deploy.md); honours PORT, W
 	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/var/metrics/api} \
 	    $(BIN)/gunicorn -c python:service.gunicorn_conf
 
-serve-payments: venv  ## The payments service under gunicorn, on PORT if given, else PAYMENTS_PORT
+serve-payments: runtime-venv  ## The payments service under gunicorn, on PORT if given, else PAYMENTS_PORT
 	PORT=$(if $(filter file,$(origin PORT)),$(PAYMENTS_PORT),$(PORT)) \
 	PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/metrics/payments \
 	    $(BIN)/gunicorn -c python:service.gunicorn_conf 'service.payments:create_app()'

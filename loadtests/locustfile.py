@@ -8,12 +8,15 @@ Options (each also an environment variable): `--shape` (LOAD_SHAPE: smoke, stead
 soak), `--peak-users` (LOAD_PEAK_USERS) and `--shape-seconds` (LOAD_SECONDS) to rescale it,
 `--think-scale` (LOAD_THINK_SCALE) to shorten or lengthen think time; the API key for
 orders and the sales report comes from GLASSBOX_API_KEY (default: the development key; a
-key of your own needs the customer and operator scopes). Thresholds live in
+key of your own needs the customer and operator scopes). GLASSBOX_API_KEYS, a comma-separated
+list (`make profile` makes one key per shopper), gives each shopper the next key, sent with
+every request: each then has an allowance of its own. Thresholds live in
 loadtests/thresholds.toml; a run that exceeds one exits with code 1.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -41,6 +44,10 @@ MONEY = re.compile(r"^-?\d+\.\d{2}$")
 ORDER_STATUSES = {"pending", "paid", "cancelled"}
 # Picks what shoppers do; load generation, not secrets.
 rng = random.Random()  # noqa: S311
+# One key per shopper, in turn, when GLASSBOX_API_KEYS names several (see the docstring).
+shopper_keys = itertools.cycle(
+    [key.strip() for key in os.environ.get("GLASSBOX_API_KEYS", "").split(",") if key.strip()]
+)
 
 # Products seen in list pages, shared by every shopper of this process: product views pick
 # from it with a strong bias to the first ones, so a few products get most views (a cache's
@@ -204,8 +211,11 @@ class Shopper(FastHttpUser):
         return rng.uniform(low, high) * options.think_scale
 
     def on_start(self) -> None:
-        token = os.environ.get("GLASSBOX_API_KEY", DEV_API_KEY)
+        own_key = next(shopper_keys, None)
+        token = own_key or os.environ.get("GLASSBOX_API_KEY", DEV_API_KEY)
         self.auth = {"Authorization": f"Bearer {token}"}
+        if own_key:  # FastHttpSession's header for every request (reads count per key too)
+            self.client.auth_header = self.auth["Authorization"]
         self.my_orders: list[int] = []
         self.email = f"shopper{rng.randint(1, 10_000)}@example.com"
         self.etags: dict[int, str] = {}

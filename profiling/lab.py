@@ -4,9 +4,9 @@
                             [--experiments cpu,io] [--payments-latency-ms MS] [--sql-delay-ms MS]
 
 Starts its own API (gunicorn, 2 sync workers), payments service and OTLP/HTTP receiver on
-free 127.0.0.1 ports, seeds the database once (LAB_DATABASE_URL, default the SQLite file
-var/lab.db; later runs reuse the data), then runs two experiments under wrk load while
-py-spy records every API worker, on-CPU and with `--idle`:
+free 127.0.0.1 ports (within TEST_PORT_RANGE when set), seeds the database once
+(LAB_DATABASE_URL, default the SQLite file var/lab.db; later runs reuse the data), then
+runs two experiments under wrk load while py-spy records every API worker, on-CPU and with `--idle`:
 
 1. cpu: the sales report grouped by product over every seeded order — Python arithmetic.
 2. io: order placement with the payments service slowed (PAYMENTS_LATENCY_MS) and a sales

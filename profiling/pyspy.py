@@ -12,9 +12,10 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -267,3 +268,17 @@ def top_frames(
 def sample_count(speedscope_path: Path) -> int:
     data = json.loads(speedscope_path.read_text(encoding="utf-8"))
     return sum(len(profile["samples"]) for profile in data["profiles"])
+
+
+def stack_share(speedscope_path: Path, matches: Callable[[dict[str, Any]], bool]) -> float:
+    """The share of a py-spy speedscope file's samples whose stack holds a frame `matches`
+    accepts (a frame: its speedscope dict, with `name`, `file`, `line`)."""
+    data = json.loads(speedscope_path.read_text(encoding="utf-8"))
+    wanted = {index for index, frame in enumerate(data["shared"]["frames"]) if matches(frame)}
+    total = matched = 0.0
+    for profile in data["profiles"]:
+        for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
+            total += weight
+            if wanted.intersection(stack):
+                matched += weight
+    return matched / total if total else 0.0

@@ -155,9 +155,9 @@ def read_rows(
     extensions = current_app.extensions
     driver: DriverReads | None = extensions[_DRIVER_READS]
     if driver is not None:
-        plan = driver.plan(statement)
-        if plan is not None:
-            return driver.rows(plan, parameters)
+        rows = driver.read(statement, parameters)
+        if rows is not None:
+            return rows
     with extensions[_READS].connect() as connection:
         return [dict(row) for row in connection.execute(statement, parameters).mappings()]
 

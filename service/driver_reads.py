@@ -15,6 +15,12 @@ the same as on SQLAlchemy's path (service/telemetry/sql.py).
 Used for PostgreSQL reached directly (DATABASE_POOLER=none) while glassbox's own
 instrumentation is the only one watching the engine; a statement with anything this path
 does not do (expanding IN parameters, escaped bind names) goes through SQLAlchemy.
+
+A statement is compiled only once a connection has been checked out, never before: the
+dialect learns on its first connect what the compiled SQL and the type processors depend on
+(`standard_conforming_strings`, which decides whether `ESCAPE '\\'` is written with one
+backslash or two; the server version; `max_identifier_length`; psycopg's hstore adapter),
+and a plan compiled earlier would be kept, wrong, for the life of the process.
 """
 
 from __future__ import annotations
@@ -53,7 +59,38 @@ class DriverReads:
         self.observer = observer
         self._plans: dict[int, tuple[Executable, _Plan | None]] = {}
 
-    def plan(self, statement: Executable) -> _Plan | None:
+    def read(
+        self, statement: Executable, parameters: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]] | None:
+        """The statement's rows as dicts; None when this path cannot run it."""
+        held = self._plans.get(id(statement))
+        if held is not None and held[0] is statement and held[1] is None:
+            return None
+        try:
+            fairy = self.engine.raw_connection()  # the pool's checkout events run
+        except psycopg.Error as error:  # could not connect: SQLAlchemy's class for it
+            raise self._wrapped(error, str(statement), parameters, invalidated=False) from error
+        try:
+            # Only now: the first checkout has run the dialect's first-connect initialisation.
+            plan = self._plan(statement)
+            if plan is None:
+                return None
+            params = plan.compiled.construct_params(parameters)
+            for name, processor in plan.bind_processors.items():
+                if name in params:
+                    params[name] = processor(params[name])
+            raw = self._execute(plan, params, fairy)
+        finally:
+            fairy.close()
+        keys, processors = plan.keys or (), plan.processors  # keys: set by _execute
+        result = [dict(zip(keys, row, strict=True)) for row in raw]
+        for index, processor in processors:
+            key = keys[index]
+            for row in result:
+                row[key] = processor(row[key])
+        return result
+
+    def _plan(self, statement: Executable) -> _Plan | None:
         """The statement compiled once; None when this path cannot run it."""
         held = self._plans.get(id(statement))
         if held is not None and held[0] is statement:
@@ -67,6 +104,8 @@ class DriverReads:
     def _compile(self, statement: Executable) -> _Plan | None:
         if not isinstance(statement, Select):
             return None
+        if self.dialect.server_version_info is None:  # set by the first connect
+            raise RuntimeError("the dialect is compiled against before its first connect")
         compiled: Any = statement.compile(dialect=self.dialect)
         if compiled.post_compile_params or compiled.literal_execute_params:
             return None  # expanded at execution time by SQLAlchemy
@@ -83,27 +122,6 @@ class DriverReads:
             bind_processors=processors,
             column_types=[column.type for column in statement.selected_columns],
         )
-
-    def rows(self, plan: _Plan, parameters: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        params = plan.compiled.construct_params(parameters)
-        for name, processor in plan.bind_processors.items():
-            if name in params:
-                params[name] = processor(params[name])
-        try:
-            fairy = self.engine.raw_connection()  # the pool's checkout events run
-        except psycopg.Error as error:  # could not connect: SQLAlchemy's class for it
-            raise self._wrapped(error, plan.sql, params, invalidated=False) from error
-        try:
-            raw = self._execute(plan, params, fairy)
-        finally:
-            fairy.close()
-        keys, processors = plan.keys or (), plan.processors  # keys: set by _execute
-        result = [dict(zip(keys, row, strict=True)) for row in raw]
-        for index, processor in processors:
-            key = keys[index]
-            for row in result:
-                row[key] = processor(row[key])
-        return result
 
     def _execute(self, plan: _Plan, params: dict[str, Any], fairy: Any) -> list[tuple[Any, ...]]:
         connection = cast(psycopg.Connection[Any], fairy.driver_connection)

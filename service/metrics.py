@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
-from prometheus_client import (
+
+# An empty PROMETHEUS_MULTIPROC_DIR= (as in .env.example, where empty means the default) is
+# unset: prometheus_client takes the variable's presence, whatever its value, as multiprocess
+# mode when it is imported, and would write its .db files into the current directory.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import (  # after the variable is settled
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,

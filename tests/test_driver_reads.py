@@ -155,7 +155,7 @@ def test_a_statement_with_expanding_parameters_goes_through_sqlalchemy(
 ) -> None:
     statement = sa.select(Product.sku).where(Product.sku.in_(sa.bindparam("skus", expanding=True)))
     with pg_uncached.test_request_context("/"):
-        assert pg_uncached.extensions[DRIVER].plan(statement) is None
+        assert pg_uncached.extensions[DRIVER].read(statement, {"skus": ["DRV-001"]}) is None
         rows = read_rows(statement, {"skus": ["DRV-001", "DRV-002", "none"]})
     assert sorted(row["sku"] for row in rows) == ["DRV-001", "DRV-002"]
 

@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from profiling.harness.processes import free_port
+
 _MESSAGES: dict[str, tuple[Any, Any]] = {
     "/v1/traces": (
         trace_service_pb2.ExportTraceServiceRequest,
@@ -195,7 +197,7 @@ def serve_receiver(*, keep: bool = True) -> tuple[Receiver, ThreadingHTTPServer]
     with `server.shutdown()` and `server.server_close()`, or uses `otlp_sink`.
     """
     receiver = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver, keep))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _handler(receiver, keep))
     server.daemon_threads = True
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,11 +18,46 @@ from service.config import all_variable_names
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# Ports the tests and the lab take from, e.g. "20000-20999" (both ends included), so that
+# they can share a machine with other services; unset or empty: any the kernel picks.
+PORT_RANGE_VARIABLE = "TEST_PORT_RANGE"
+
+
+def port_range() -> range | None:
+    """TEST_PORT_RANGE as a range of ports; None when it is unset or empty."""
+    text = os.environ.get(PORT_RANGE_VARIABLE, "").strip()
+    if not text:
+        return None
+    low, _, high = text.partition("-")
+    if not (low.strip().isdigit() and high.strip().isdigit()):
+        raise ValueError(f"{PORT_RANGE_VARIABLE}={text!r}: expected LOW-HIGH, e.g. 20000-20999")
+    ports = range(int(low), int(high) + 1)
+    if not ports or ports.start < 1 or ports.stop > 65536:
+        raise ValueError(f"{PORT_RANGE_VARIABLE}={text!r}: not a range of ports (1-65535)")
+    return ports
+
+
+def bind_free_port(sock: socket.socket) -> int:
+    """Bind `sock` on 127.0.0.1 to a free port (within TEST_PORT_RANGE if set); the port."""
+    ports = port_range()
+    if ports is None:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+    start = random.randrange(len(ports))  # noqa: S311 - spreads concurrent runs, not a secret
+    for offset in range(len(ports)):
+        port = ports[(start + offset) % len(ports)]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:  # taken
+            continue
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE_VARIABLE}={os.environ[PORT_RANGE_VARIABLE]}")
+
+
 def free_port() -> int:
-    """A port nobody listens on right now on 127.0.0.1 (the kernel picks it)."""
+    """A port nobody listens on right now on 127.0.0.1 (within TEST_PORT_RANGE if set)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        return bind_free_port(probe)
 
 
 def wait_until(

@@ -8,9 +8,10 @@ cancelled order's authorization is voided or refunded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +26,7 @@ from service.catalog.models import Product
 from service.extensions import db
 from service.orders.models import Order
 from tests.factories import Factories
-from tests.payments.gateway import Gateway, postgres_ledger_url, use_gateway
+from tests.payments.gateway import Gateway, postgres_ledger, use_gateway
 from tests.reliability.servers import wait_until
 
 StartPayments = Callable[..., Gateway]
@@ -61,20 +62,22 @@ def order_body(product: Product) -> dict[str, Any]:
 @pytest.fixture
 def slow_gateway(
     pg_app: Flask, postgres_url: str, payments_server: StartPayments
-) -> Callable[..., Gateway]:
+) -> Iterator[Callable[..., Gateway]]:
     """A two-worker payments service on a PostgreSQL ledger, `latency_ms` slow per call,
     that `pg_app` calls with `timeout` and `retries`."""
 
-    def start(latency_ms: int, *, timeout: float, retries: int) -> Gateway:
-        gateway = payments_server(
-            postgres_ledger_url(postgres_url),
-            WEB_CONCURRENCY="2",
-            PAYMENTS_LATENCY_MS=str(latency_ms),
-        )
-        use_gateway(pg_app, gateway.base_url, timeout=timeout, retries=retries)
-        return gateway
+    with contextlib.ExitStack() as ledgers:
 
-    return start
+        def start(latency_ms: int, *, timeout: float, retries: int) -> Gateway:
+            gateway = payments_server(
+                ledgers.enter_context(postgres_ledger(postgres_url)),
+                WEB_CONCURRENCY="2",
+                PAYMENTS_LATENCY_MS=str(latency_ms),
+            )
+            use_gateway(pg_app, gateway.base_url, timeout=timeout, retries=retries)
+            return gateway
+
+        yield start
 
 
 def test_cancel_racing_a_slow_payment_never_leaves_money_held(

@@ -146,10 +146,11 @@ def test_a_hung_payments_service_costs_at_most_the_payments_budget() -> None:
     import socket
     import time
 
+    from profiling.harness.processes import bind_free_port
     from service.orders.payment_gateway import HttpPaymentGateway
 
     with socket.socket() as hung:
-        hung.bind(("127.0.0.1", 0))
+        bind_free_port(hung)
         hung.listen(16)  # connections complete in the backlog; nothing ever answers
         url = f"http://127.0.0.1:{hung.getsockname()[1]}"
         gateway = HttpPaymentGateway(url, timeout=1.0, retries=5, secret="s" * 32, budget=1.5)

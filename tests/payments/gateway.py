@@ -6,7 +6,9 @@ that let a test assert against what the gateway itself holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +54,21 @@ def start_gateway(log_dir: Path, ledger_url: str, **env: str) -> Gateway:
     return Gateway(process)
 
 
-def postgres_ledger_url(test_database_url: str) -> str:
-    """A fresh PostgreSQL database for the ledger beside the test database (never its tables)."""
+@contextlib.contextmanager
+def postgres_ledger(test_database_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for the ledger beside the test database (never its tables),
+    `<name>_payments`; dropped on the way out, so no run leaves it behind."""
     url = make_url(test_database_url)
     name = f"{url.database}_payments"
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def use_gateway(app: Flask, url: str, *, timeout: float = 2.0, retries: int = 1) -> None:

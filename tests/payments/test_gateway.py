@@ -6,6 +6,7 @@ Each test runs the real service under gunicorn with 2 workers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import TEST_DATABASE_URL, require
-from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger_url, start_gateway
+from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger, start_gateway
 from tests.reliability.servers import run_venv_tool, server_env
 
 StartPayments = Callable[..., Gateway]
@@ -38,13 +39,15 @@ def gateway(
 ) -> Iterator[Gateway]:
     """One service per ledger backend for the module: each test uses keys of its own."""
     tmp = tmp_path_factory.mktemp("gateway")
-    ledger = f"sqlite:///{tmp / 'ledger.db'}"
-    if request.param == "postgres":
-        ledger = postgres_ledger_url(require(TEST_DATABASE_URL, "TEST_DATABASE_URL"))
-    # Latency keeps the first request undecided while the others arrive at both workers.
-    started = start_gateway(tmp, ledger, WEB_CONCURRENCY="2", PAYMENTS_LATENCY_MS="300")
-    yield started
-    started.process.stop()
+    with contextlib.ExitStack() as stack:
+        ledger = f"sqlite:///{tmp / 'ledger.db'}"
+        if request.param == "postgres":
+            url = require(TEST_DATABASE_URL, "TEST_DATABASE_URL")
+            ledger = stack.enter_context(postgres_ledger(url))
+        # Latency keeps the first request undecided while the others arrive at both workers.
+        started = start_gateway(tmp, ledger, WEB_CONCURRENCY="2", PAYMENTS_LATENCY_MS="300")
+        yield started
+        started.process.stop()
 
 
 def test_one_key_is_one_authorization_across_workers(gateway: Gateway) -> None:

@@ -22,6 +22,7 @@ from profiling.bench_report import Run
 from profiling.bench_variants import HOT_IDS, KEEPALIVE, LEVERS, VARIANTS, expand
 from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
+from profiling.harness.processes import free_port
 
 
 def run(variant: str, round_: int, rps: float, p50: float = 1.0) -> Run:
@@ -179,7 +180,7 @@ class _CountingServer:
                 pass
 
         self.seen = seen
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def url(self, path: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from profiling.harness.gunicorn import GunicornServer, measured_env
-from profiling.harness.processes import ROOT
+from profiling.harness.processes import ROOT, bind_free_port, free_port
 from profiling.harness.progress import steps
 
 
@@ -84,7 +84,7 @@ def test_progress_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_gunicorn_moves_to_another_port_when_its_port_was_taken(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
+        bind_free_port(taken)
         taken.listen()
         port = taken.getsockname()[1]
         server = GunicornServer(
@@ -99,3 +99,25 @@ def test_gunicorn_moves_to_another_port_when_its_port_was_taken(tmp_path: Path) 
             assert server.rebinds == 1
         finally:
             server.stop()
+
+
+def test_ports_come_from_test_port_range_when_it_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = free_port()  # somewhere free; the next few usually are too
+    monkeypatch.setenv("TEST_PORT_RANGE", f"{base}-{base + 2}")
+    held = []
+    try:
+        for _ in range(3):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            try:
+                assert base <= bind_free_port(sock) <= base + 2
+            except RuntimeError:  # another process holds one of the three: fine
+                break
+        with pytest.raises(RuntimeError, match="no free port in TEST_PORT_RANGE"):
+            free_port()
+    finally:
+        for sock in held:
+            sock.close()
+    monkeypatch.setenv("TEST_PORT_RANGE", "8000")
+    with pytest.raises(ValueError, match="expected LOW-HIGH"):
+        free_port()

@@ -70,6 +70,50 @@ def test_make_profile_records_every_worker_under_load(
         assert "gunicorn" in dump
     summary = (out / "summary.md").read_text()
     assert f"worker {workers[0]}, idle" in summary
+    assert "Recorded without load" not in summary
+    assert "No request handled" not in summary
+    assert " 0 unauthorised (401), 0 refused by the rate limiter (429)" in summary
     # The load ran and Locust wrote its report on the way out (SIGINT).
     assert (out / "load_stats.csv").exists()
     assert (out / "load.html").exists()
+
+
+def _speedscope(path: Path, stacks: list[list[str]]) -> Path:
+    names = sorted({name for stack in stacks for name in stack})
+    frames = [{"name": name, "file": f"/x/{name}.py", "line": 1} for name in names]
+    samples = [[names.index(name) for name in stack] for stack in stacks]
+    profile = {"type": "sampled", "samples": samples, "weights": [1] * len(samples)}
+    path.write_text(json.dumps({"shared": {"frames": frames}, "profiles": [profile]}))
+    return path
+
+
+def test_the_summary_flags_a_recording_without_load_or_requests(tmp_path: Path) -> None:
+    busy = [["SyncWorker.run", "SyncWorker.handle_request", "Flask.wsgi_app"]] * 3
+    idle = [["SyncWorker.run", "SyncWorker.wait"]] * 4
+    recordings = [
+        pyspy.Recording(1, label, tmp_path / f"{label}.svg", tmp_path / f"{label}.json")
+        for label in ("cpu", "idle")
+    ]
+    _speedscope(recordings[0].speedscope, busy + idle[:1])
+    _speedscope(recordings[1].speedscope, idle)
+    (tmp_path / "load_stats.csv").write_text(
+        "Type,Name,Request Count\nGET,/api/v1/products,90\n,Aggregated,100\n"
+    )
+    (tmp_path / "load_failures.csv").write_text(
+        "Method,Name,Error,Occurrences\n"
+        "POST,/api/v1/orders,status 401 Unauthorized,3\n"
+        "GET,/api/v1/products,status 429 Too Many Requests,5\n"
+        "GET,/api/v1/products,status 429 Too Many Requests,2\n"
+    )
+    args = capture._parse(["--seconds", "1"])
+
+    summary = capture._summary(args, 9, [1], recordings, [], unloaded={"idle"})
+
+    cpu, idle_part = summary.split("## worker 1, idle")
+    assert "Recorded without load" not in cpu
+    assert "No request handled" not in cpu
+    assert "Handling requests: 75.0% of the samples" in cpu
+    assert "Recorded without load" in idle_part
+    assert "No request handled" in idle_part
+    assert "100 requests, 3 unauthorised (401), 7 refused by the rate limiter (429)" in summary
+    assert "the profile shows requests being refused, not served" in summary

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from profiling.harness.processes import bind_free_port
 from tests.processes import start_gunicorn
 from tests.reliability.servers import free_port
 from tests.telemetry.conftest import one_worker_env
@@ -19,7 +20,7 @@ from tests.telemetry.conftest import one_worker_env
 def hanging_collector() -> Iterator[str]:
     """Accepts connections and reads requests, but never answers."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
+    bind_free_port(listener)
     listener.listen(64)
     held: list[socket.socket] = []
     stop = threading.Event()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
+import subprocess
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -14,6 +17,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TABLES
+from tests.reliability.servers import PROJECT_ROOT, VENV_BIN
 from tests.telemetry.conftest import Stack
 from tests.telemetry.otlp import attributes, wait_for
 from tests.telemetry.test_traces import _create_product
@@ -305,3 +309,24 @@ def test_database_attributes_are_bounded(stack: Stack) -> None:
     ]
     assert {labels["db_namespace"] for labels in samples} == {database}
     assert {labels["db_collection_name"] for labels in samples} <= collections | {""}
+
+
+def test_an_empty_multiprocess_folder_means_one_process(tmp_path: Path) -> None:
+    """`PROMETHEUS_MULTIPROC_DIR=` (empty, as .env.example has it) is unset: a flask command
+    leaves no prometheus_client files in the folder it runs in."""
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": "",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'glassbox.db'}",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    result = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "service", "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["glassbox.db"]
