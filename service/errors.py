@@ -75,6 +75,12 @@ class OutOfStock(Conflict, slug="out-of-stock", title="Out of stock"):
     pass
 
 
+class PreconditionFailed(
+    AppError, status=412, slug="precondition-failed", title="Precondition failed"
+):
+    """The resource changed since the version the client's If-Match names."""
+
+
 class ValidationFailed(AppError, status=422, slug="validation-failed", title="Validation failed"):
     """Input that is well-formed but breaks a rule (unknown reference, bad combination)."""
 
