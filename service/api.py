@@ -16,12 +16,13 @@ from flask_smorest import etag as smorest_etag
 from flask_smorest.exceptions import PreconditionFailed as SmorestPreconditionFailed
 from flask_smorest.utils import get_appcontext, prepare_response
 from webargs import core
-from webargs.flaskparser import FlaskParser, abort
+from webargs.flaskparser import FlaskParser
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
 from service.errors import (
     PROBLEM_JSON,
+    InvalidJson,
     PreconditionFailed,
     ProblemSchema,
     register_error_handlers,
@@ -42,8 +43,15 @@ class StrictParser(FlaskParser):
     def _raw_load_json(self, req: Any) -> Any:
         try:
             data = super()._raw_load_json(req)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise  # webargs answers these with its own 400
+        except json.JSONDecodeError as error:
+            if error.doc == "":
+                raise  # no body at all: webargs reads it as missing (a 422 in load_json)
+            _refuse_json(
+                f"The body is not valid JSON: {error.msg} at line {error.lineno}, column "
+                f"{error.colno}. Correct it there and send it again."
+            )
+        except UnicodeDecodeError:
+            _refuse_json("The body is not UTF-8 text: send JSON encoded as UTF-8.")
         except RecursionError:
             _refuse_json("The JSON body is nested too deeply.")
         except ValueError:  # e.g. an integer of more than 4300 digits
@@ -78,7 +86,7 @@ class StrictParser(FlaskParser):
 
 
 def _refuse_json(message: str) -> NoReturn:
-    abort(400, messages={"json": [message]})
+    raise InvalidJson(message)
 
 
 def _has_unpaired_surrogate(data: Any) -> bool:

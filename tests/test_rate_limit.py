@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from flask import Flask
 
 from tests.conftest import build_app
@@ -144,3 +146,20 @@ def test_a_503_keeps_the_services_own_retry_after() -> None:
     assert response.status_code == 503
     assert response.headers.getlist("Retry-After") == ["5"]
     assert response.headers["RateLimit-Remaining"] == "99"  # the request still counted
+
+
+def test_a_429_says_the_allowance_and_when_the_next_request_is_allowed(sqlite_url: str) -> None:
+    client = _limited_app(sqlite_url).test_client()
+    for _ in range(3):
+        client.get("/api/v1/categories")
+    limited = client.get("/api/v1/categories")
+    problem = limited.json
+    assert problem["type"] == "urn:glassbox:problem:rate-limited"
+    assert problem["title"] == "Too many requests"
+    detail = re.fullmatch(
+        r"3 requests a minute per client address, next allowance in (\d+) s\. .+",
+        problem["detail"],
+    )
+    assert detail, problem["detail"]
+    # The same seconds as Retry-After (a second may tick between the two).
+    assert abs(int(detail.group(1)) - int(limited.headers["Retry-After"])) <= 1

@@ -36,13 +36,13 @@ def problem(
     title: str,
     detail: str,
     *,
-    slug: str | None = None,
+    slug: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Any:
     response = jsonify(
         {
-            "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+            "type": PROBLEM_TYPE_BASE + slug,
             "title": title,
             "status": status,
             "detail": detail,
@@ -55,6 +55,10 @@ def problem(
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def invalid(detail: str) -> Any:
+    return problem(422, "Validation failed", detail, slug="validation-failed")
 
 
 @blp.before_request
@@ -77,16 +81,16 @@ def _request_fields() -> tuple[int, Decimal, str] | Any:
     """(order_id, amount, currency) of the JSON body, or a 422 problem."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or type(body.get("order_id")) is not int:
-        return problem(422, "Validation failed", "order_id (integer) and amount are required.")
+        return invalid("order_id (integer) and amount are required.")
     try:
         amount = Decimal(str(body.get("amount")))
     except InvalidOperation:
-        return problem(422, "Validation failed", "amount must be a decimal string.")
+        return invalid("amount must be a decimal string.")
     if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
-        return problem(422, "Validation failed", "amount must be a non-negative decimal (cents).")
+        return invalid("amount must be a non-negative decimal (cents).")
     currency = body.get("currency", "EUR")
     if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
-        return problem(422, "Validation failed", "currency must be a three-letter code.")
+        return invalid("currency must be a three-letter code.")
     return body["order_id"], amount, currency.upper()
 
 
@@ -116,7 +120,7 @@ def _keyed_request() -> KeyedWrite | Any:
         return fields
     key = _idempotency_key()
     if key is None:
-        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+        return invalid("An Idempotency-Key header (1-255) is required.")
     return KeyedWrite(key, *fields)
 
 
@@ -196,7 +200,12 @@ def authorize() -> Any:
         check.set_attribute("payment.amount", float(amount))
     if random.random() < current_app.config["PAYMENTS_FAILURE_RATE"]:  # noqa: S311
         ledger().forget(key)
-        return problem(503, "Service unavailable", "Injected failure (PAYMENTS_FAILURE_RATE).")
+        return problem(
+            503,
+            "Service unavailable",
+            "Injected failure (PAYMENTS_FAILURE_RATE): retry with the same Idempotency-Key.",
+            slug="injected-failure",
+        )
     decision = Status.DECLINED if amount > DECLINE_ABOVE else Status.APPROVED
     return answer(ledger().decide(key, decision))
 
@@ -217,7 +226,7 @@ def void_by_key() -> Any:
 def by_order() -> Any:
     order_id = request.args.get("order_id", "")
     if not (order_id.isascii() and order_id.isdigit()) or set(request.args) != {"order_id"}:
-        return problem(422, "Validation failed", "Query by ?order_id=<integer> only.")
+        return invalid("Query by ?order_id=<integer> only.")
     return {"items": [a.as_json() for a in ledger().by_order(int(order_id))]}
 
 
