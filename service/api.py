@@ -12,14 +12,23 @@ import flask_smorest
 import marshmallow as ma
 from flask import Flask, request
 from flask.views import MethodView
-from flask_smorest.utils import prepare_response
+from flask_smorest import etag as smorest_etag
+from flask_smorest.exceptions import PreconditionFailed as SmorestPreconditionFailed
+from flask_smorest.utils import get_appcontext, prepare_response
 from webargs import core
-from webargs.flaskparser import FlaskParser, abort, is_json_request
+from webargs.flaskparser import FlaskParser, is_json_request
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
-from service.errors import PROBLEM_JSON, ProblemSchema, register_error_handlers
+from service.errors import (
+    PROBLEM_JSON,
+    InvalidJson,
+    PreconditionFailed,
+    ProblemSchema,
+    register_error_handlers,
+)
 from service.fields import MoneyField
+from service.representations import etag_of
 
 
 class StrictParser(FlaskParser):
@@ -42,8 +51,15 @@ class StrictParser(FlaskParser):
             raise ma.ValidationError(
                 {name: ["Give this field once."] for name in repeated.names}
             ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise  # webargs answers these with its own 400
+        except json.JSONDecodeError as error:
+            if error.doc == "":
+                raise  # no body at all: webargs reads it as missing (a 422 in load_json)
+            _refuse_json(
+                f"The body is not valid JSON: {error.msg} at line {error.lineno}, column "
+                f"{error.colno}. Correct it there and send it again."
+            )
+        except UnicodeDecodeError:
+            _refuse_json("The body is not UTF-8 text: send JSON encoded as UTF-8.")
         except RecursionError:
             _refuse_json("The JSON body is nested too deeply.")
         except ValueError:  # e.g. an integer of more than 4300 digits
@@ -94,7 +110,7 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _refuse_json(message: str) -> NoReturn:
-    abort(400, messages={"json": [message]})
+    raise InvalidJson(message)
 
 
 def _has_unpaired_surrogate(data: Any) -> bool:
@@ -122,7 +138,42 @@ class NoQueryParameters(ma.Schema):
 
 
 class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint; its ETags are the service's (`etag_of`), and If-Match is
+    honoured when sent but not required (README, Conditional writes): no 428."""
+
     ARGUMENTS_PARSER = StrictParser()
+
+    @staticmethod
+    def _generate_etag(etag_data: Any, extra_data: Any = None) -> str:
+        # `set_etag(version)` on a write gives the tag a GET of the same version gives.
+        return etag_of((etag_data, extra_data) if extra_data else etag_data)
+
+    def _check_precondition(self) -> None:
+        return None  # flask-smorest answers 428 without If-Match; glassbox does not require it
+
+    def _prepare_etag_doc(self, doc: dict[str, Any], doc_info: Any, **kwargs: Any) -> Any:
+        doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
+        doc.get("responses", {}).pop(428, None)
+        return doc
+
+    def precondition(self, resource: str, version: Callable[[Any], Any]) -> Callable[[Any], None]:
+        """A check of the request's If-Match against `resource`'s current version, for the
+        service to call on the row it is about to change, inside that write's transaction."""
+
+        def check(current: Any) -> None:
+            if not request.if_match:
+                get_appcontext().setdefault("etag", {})["etag_checked"] = True
+                return
+            try:
+                self.check_etag(version(current))
+            except SmorestPreconditionFailed:
+                raise PreconditionFailed(
+                    f"{resource} has changed since the version your If-Match names. GET it "
+                    "for its current state and ETag, apply your change to that, and send the "
+                    "new ETag in If-Match."
+                ) from None
+
+        return check
 
     def add_url_rule(
         self,
@@ -187,6 +238,24 @@ class Api(flask_smorest.Api):
 
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)
+
+    def _register_etag_headers(self) -> None:
+        # flask-smorest's, except that If-Match is not required.
+        self.spec.components.parameter(
+            "IF_NONE_MATCH", "header", smorest_etag.IF_NONE_MATCH_HEADER, lazy=True
+        )
+        self.spec.components.header("ETAG", smorest_etag.ETAG_HEADER, lazy=True)
+        self.spec.components.parameter(
+            "IF_MATCH",
+            "header",
+            {
+                **smorest_etag.IF_MATCH_HEADER,
+                "required": False,
+                "description": "The ETag of the version this change is meant for: "
+                "a stale one is refused with 412 and nothing is written",
+            },
+            lazy=True,
+        )
 
     def _register_responses(self) -> None:
         # Same as flask-smorest's, but every error is documented as application/problem+json.

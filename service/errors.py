@@ -7,7 +7,7 @@ from typing import Any
 
 import marshmallow as ma
 import sqlalchemy.exc
-from flask import Flask, Response, json, request
+from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from service.extensions import db
@@ -67,6 +67,10 @@ class InvalidCursor(InvalidRequest, slug="invalid-cursor", title="Invalid cursor
     pass
 
 
+class InvalidJson(InvalidRequest, slug="invalid-json", title="Invalid JSON body"):
+    pass
+
+
 class Unauthorized(AppError, status=401, slug="unauthorized", title="Unauthorized"):
     pass
 
@@ -79,11 +83,31 @@ class NotFound(AppError, status=404, slug="not-found", title="Not found"):
     pass
 
 
+class MethodNotAllowed(AppError, status=405, slug="method-not-allowed", title="Method not allowed"):
+    pass
+
+
 class Conflict(AppError, status=409, slug="conflict", title="Conflict"):
     pass
 
 
 class OutOfStock(Conflict, slug="out-of-stock", title="Out of stock"):
+    pass
+
+
+class PreconditionFailed(
+    AppError, status=412, slug="precondition-failed", title="Precondition failed"
+):
+    """The resource changed since the version the client's If-Match names."""
+
+
+class BodyTooLarge(AppError, status=413, slug="body-too-large", title="Request body too large"):
+    pass
+
+
+class UnsupportedMediaType(
+    AppError, status=415, slug="unsupported-media-type", title="Unsupported media type"
+):
     pass
 
 
@@ -94,6 +118,10 @@ class ValidationFailed(AppError, status=422, slug="validation-failed", title="Va
         super().__init__(detail or "The request contains invalid fields.", errors=errors)
 
 
+class RateLimited(AppError, status=429, slug="rate-limited", title="Too many requests"):
+    pass
+
+
 class DependencyUnavailable(
     AppError,
     status=503,
@@ -102,6 +130,35 @@ class DependencyUnavailable(
     retry_after=5,  # as the database's 503
 ):
     pass
+
+
+class DatabaseOutage(DependencyUnavailable, slug="database-unavailable"):
+    pass
+
+
+# The framework's own refusals (Werkzeug, webargs, Flask-Limiter), in the service's words:
+# status → (problem, the detail when the exception brings only Werkzeug's stock text).
+FRAMEWORK_PROBLEMS: dict[int, tuple[type[AppError], str]] = {
+    400: (InvalidRequest, "The request could not be read; /openapi.json describes each one."),
+    401: (Unauthorized, "This operation needs an API key: send 'Authorization: Bearer <token>'."),
+    404: (
+        NotFound,
+        "Nothing is at {path}. /openapi.json lists every path; ids are positive integers.",
+    ),
+    405: (
+        MethodNotAllowed,
+        "{method} is not allowed on {path}; the Allow header lists the methods that are.",
+    ),
+    413: (BodyTooLarge, "The body is over {limit} bytes, the most this service reads: send less."),
+    415: (UnsupportedMediaType, "Send the body as application/json."),
+    422: (
+        ValidationFailed,
+        "The request contains invalid fields: `errors` names each one and what is wrong. "
+        "Correct them and send the request again.",
+    ),
+    429: (RateLimited, "Too many requests: wait the seconds Retry-After gives, then retry."),
+    500: (AppError, "The server could not complete the request."),
+}
 
 
 class ProblemSchema(ma.Schema):
@@ -121,6 +178,12 @@ class ProblemSchema(ma.Schema):
         values=ma.fields.List(ma.fields.String()),
         metadata={"description": "Field path → messages, on validation errors"},
     )
+    trace_id = ma.fields.String(
+        metadata={
+            "description": "The request's trace (as in X-Trace-Id): quote it when reporting "
+            "a problem"
+        }
+    )
 
 
 def problem_response(
@@ -128,12 +191,12 @@ def problem_response(
     *,
     title: str,
     detail: str,
-    slug: str | None = None,
+    slug: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
     body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+        "type": PROBLEM_TYPE_BASE + slug,
         "title": title,
         "status": status,
         "detail": detail,
@@ -190,19 +253,40 @@ def handle_http_exception(error: HTTPException) -> Response:
         if len(tags) == 1:
             response.set_etag(tags[0])
         return response
+    if isinstance(error.response, Response) and error.response.mimetype == PROBLEM_JSON:
+        return error.response  # already in the service's words (the limiter's 429)
     data = getattr(error, "data", None) or {}
     errors = _validation_errors(data) if isinstance(data, dict) else None
     headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
     if isinstance(data, dict) and isinstance(data.get("headers"), dict):
         headers.update(data["headers"])
-    detail = error.description or error.name
-    if status == 422:
-        detail = "The request contains invalid fields."
-    elif status == 400 and errors:
-        detail = next(iter(errors.values()))[0]
+    slug, title, detail = framework_problem(error, errors)
     if status >= 500:
         log.error("http error %s: %s", status, error.name)
-    return problem_response(status, title=error.name, detail=detail, headers=headers, errors=errors)
+    return problem_response(
+        status, title=title, detail=detail, slug=slug, headers=headers, errors=errors
+    )
+
+
+def framework_problem(
+    error: HTTPException, errors: dict[str, list[str]] | None = None
+) -> tuple[str, str, str]:
+    """(slug, title, detail) of a framework's refusal, in the service's words."""
+    status = error.code or 500
+    problem, stock_detail = FRAMEWORK_PROBLEMS.get(status, (None, ""))
+    if status == 400 and errors:
+        detail = next(iter(errors.values()))[0]
+    elif problem is None or (error.description and error.description != type(error).description):
+        detail = error.description or error.name  # the raiser's own words
+    else:
+        detail = stock_detail.format(
+            path=request.path,
+            method=request.method,
+            limit=current_app.config.get("MAX_CONTENT_LENGTH"),
+        )
+    if problem is None:  # a status the service does not otherwise answer: Werkzeug's name
+        return error.name.lower().replace(" ", "-"), error.name.capitalize(), detail
+    return problem.slug, problem.title, detail
 
 
 def handle_app_error(error: AppError) -> Response:
@@ -219,14 +303,7 @@ def handle_app_error(error: AppError) -> Response:
     if error.status >= 500:
         _rollback()
         log.warning("%s: %s", error.slug, error.detail)
-    return problem_response(
-        error.status,
-        title=error.title,
-        detail=error.detail,
-        slug=error.slug,
-        headers=headers,
-        **error.extra,
-    )
+    return problem_of(error, headers)
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -239,27 +316,26 @@ def handle_unexpected(error: Exception) -> Response:
             log.error("database unavailable: %s", type(error).__name__, exc_info=error)
         else:
             log.debug("database unavailable: %s", type(error).__name__)
-        return problem_response(
-            503,
-            title="Service unavailable",
-            detail="The database is not answering. Try again shortly.",
-            slug="database-unavailable",
+        return problem_of(
+            DatabaseOutage("The database is not answering. Try again shortly."),
             headers={"Retry-After": "5"},
         )
     if isinstance(error, sqlalchemy.exc.IntegrityError):
         log.warning("integrity error not mapped by the service layer", exc_info=error)
-        return problem_response(
-            409,
-            title="Conflict",
-            detail="The request conflicts with the current state of a resource.",
-            slug="conflict",
-        )
+        return problem_of(Conflict("The request conflicts with the current state of a resource."))
     log.error("unhandled exception on %s %s", request.method, request.path, exc_info=error)
+    return problem_of(AppError("The server could not complete the request."))
+
+
+def problem_of(error: AppError, headers: dict[str, str] | None = None) -> Response:
+    """The problem+json response of `error`, also for code that answers rather than raises."""
     return problem_response(
-        500,
-        title="Internal server error",
-        detail="The server could not complete the request.",
-        slug="internal-error",
+        error.status,
+        title=error.title,
+        detail=error.detail,
+        slug=error.slug,
+        headers=headers,
+        **error.extra,
     )
 
 

@@ -9,11 +9,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import flask_limiter
-from flask import Flask, request
+from flask import Flask, Response, g, request
+from flask_limiter import RequestLimit
 from limits.storage import RedisStorage
 
 from service.auth.decorators import rate_limit_key
 from service.edge import set_aside_retry_after, unobserved_path
+from service.errors import RateLimited, problem_of
 from service.logs import OncePerInterval
 
 
@@ -91,10 +93,24 @@ class OneTripRedisStorage(RedisStorage):
 
     def get_expiry(self, key: str) -> float:
         remembered = self._remembered(key)
-        if remembered is None:
-            return super().get_expiry(key)
-        self._memo.entry = None  # the headers are written: later reads ask Redis
-        return remembered[1]
+        # Not forgotten once read: a 429's problem detail reads the reset before its headers do.
+        return remembered[1] if remembered is not None else super().get_expiry(key)
+
+
+def rate_limited_problem(breached: RequestLimit) -> Response:
+    """The 429's problem: the allowance and when the next request is allowed (the same
+    seconds as the limiter's Retry-After)."""
+    item = breached.limit
+    unit = item.GRANULARITY.name
+    window = f"a {unit}" if item.multiples == 1 else f"{item.multiples} {unit}s"
+    who = "API key" if g.get("api_key") is not None else "client address"
+    wait = max(0, int(breached.reset_at - time.time()))
+    return problem_of(
+        RateLimited(
+            f"{item.amount} requests {window} per {who}, next allowance in {wait} s. "
+            "Wait the seconds Retry-After gives before sending again."
+        )
+    )
 
 
 def _request_identifier() -> str:
@@ -113,7 +129,11 @@ def make_limiter() -> Limiter:
     limiter_log = logging.getLogger("flask-limiter")
     if not any(isinstance(f, OncePerInterval) for f in limiter_log.filters):
         limiter_log.addFilter(OncePerInterval())
-    limiter = Limiter(key_func=rate_limit_key, request_identifier=_request_identifier)
+    limiter = Limiter(
+        key_func=rate_limit_key,
+        request_identifier=_request_identifier,
+        on_breach=rate_limited_problem,
+    )
     # Probes, metrics, docs and the spec must answer even when a client is over its limit.
     limiter.request_filter(lambda: unobserved_path(request.path))
     return limiter

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
@@ -124,3 +126,108 @@ def test_a_database_outage_logs_its_stack_once_per_interval_not_per_request(
 def test_bad_cursor_is_400(client: FlaskClient) -> None:
     for cursor in ("garbage", "abc.def", "eyJzIjoxfQ.AAAA"):
         assert_problem(client.get(f"/api/v1/products?cursor={cursor}"), 400)
+
+
+STOCK_WERKZEUG_TEXT = (
+    "If you entered the URL manually",
+    "The browser (or proxy)",
+    "capacity limit",
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "slug", "title", "says"),
+    [
+        ("GET", "/api/v1/nothing-here", None, 404, "not-found", "Not found", "/openapi.json"),
+        ("GET", "/api/v1/products/abc", None, 404, "not-found", "Not found", "positive integers"),
+        ("PUT", "/api/v1/products", None, 405, "method-not-allowed", "Method not allowed", "Allow"),
+        (
+            "POST",
+            "/api/v1/categories",
+            '{"name":\n  "x",,}',
+            400,
+            "invalid-json",
+            "Invalid JSON body",
+            "line 2, column 7",
+        ),
+        (
+            "POST",
+            "/api/v1/categories",
+            '{"name": ""}',
+            422,
+            "validation-failed",
+            "Validation failed",
+            "errors",
+        ),
+        (
+            "GET",
+            "/api/v1/products?limit=0",
+            None,
+            422,
+            "validation-failed",
+            "Validation failed",
+            "errors",
+        ),
+    ],
+    ids=["unknown-path", "not-an-id", "405", "malformed-json", "422-body", "422-query"],
+)
+def test_framework_refusals_speak_the_service_vocabulary(
+    client: FlaskClient,
+    auth_headers: dict,
+    method: str,
+    path: str,
+    body: str | None,
+    status: int,
+    slug: str,
+    title: str,
+    says: str,
+) -> None:
+    response = client.open(
+        path, method=method, data=body, content_type="application/json", headers=auth_headers
+    )
+    problem = assert_problem(response, status)
+    assert problem["type"] == f"urn:glassbox:problem:{slug}"
+    assert problem["title"] == title
+    assert says in problem["detail"]
+    assert not any(stock in problem["detail"] for stock in STOCK_WERKZEUG_TEXT)
+
+
+def test_413_says_the_limit(app: Flask, auth_headers: dict) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 2048
+    response = app.test_client().post(
+        "/api/v1/categories", json={"name": "x" * 5000}, headers=auth_headers
+    )
+    problem = assert_problem(response, 413)
+    assert problem["type"] == "urn:glassbox:problem:body-too-large"
+    assert "2048 bytes" in problem["detail"]
+
+
+def _problem_types_in_the_readme(project_root: Path) -> set[str]:
+    readme = (project_root / "README.md").read_text()
+    return set(re.findall(r"^\| `((?:payments:)?[a-z<>-]+)` \| \d{3} ", readme, re.MULTILINE))
+
+
+def test_one_readme_table_lists_every_problem_type(project_root: Path) -> None:
+    """Every slug the API, its HTTP server and the payments service can answer has its row in
+    the README's table of problem types, and every row is one they answer."""
+    import service.orders.service  # noqa: F401  (defines its own problem types)
+    from service.errors import AppError
+
+    classes, pending = set(), [AppError]
+    while pending:
+        cls = pending.pop()
+        classes.add(cls)
+        pending.extend(cls.__subclasses__())
+    answered = {cls.slug for cls in classes}
+    server = (project_root / "service" / "gunicorn_worker.py").read_text()
+    answered |= set(re.findall(r'ServerProblem\(\s*\d+,\s*"([a-z-]+)"', server))
+    payments = "".join(
+        (project_root / "service" / "payments" / name).read_text()
+        for name in ("__init__.py", "routes.py")
+    )
+    answered |= {f"payments:{slug}" for slug in re.findall(r'slug="([a-z-]+)"', payments)}
+    # Its Werkzeug refusals in the same words (service.errors.framework_problem), and the
+    # authorizations' own states.
+    answered |= {"payments:method-not-allowed", "payments:body-too-large"}
+    answered |= {"payments:authorization-<status>"}
+    assert _problem_types_in_the_readme(project_root) == answered

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 from opentelemetry.util.http import parse_excluded_urls
@@ -189,3 +191,20 @@ def test_the_contrib_flask_instrumentation_excludes_the_same_exact_paths() -> No
     assert excluded.url_disabled("https://shop.example/metrics?name[]=x")
     assert not any(excluded.url_disabled(f"http://127.0.0.1:8000{p}") for p in NEAR_MISSES)
     assert not excluded.url_disabled("http://127.0.0.1:8000/api/v1/products?next=/metrics")
+
+
+def test_a_429_says_the_allowance_and_when_the_next_request_is_allowed(sqlite_url: str) -> None:
+    client = _limited_app(sqlite_url).test_client()
+    for _ in range(3):
+        client.get("/api/v1/categories")
+    limited = client.get("/api/v1/categories")
+    problem = limited.json
+    assert problem["type"] == "urn:glassbox:problem:rate-limited"
+    assert problem["title"] == "Too many requests"
+    detail = re.fullmatch(
+        r"3 requests a minute per client address, next allowance in (\d+) s\. .+",
+        problem["detail"],
+    )
+    assert detail, problem["detail"]
+    # The same seconds as Retry-After (a second may tick between the two).
+    assert abs(int(detail.group(1)) - int(limited.headers["Retry-After"])) <= 1

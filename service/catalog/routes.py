@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import url_for
 from flask.views import MethodView
 
 from service.api import Blueprint
@@ -29,6 +30,7 @@ from service.representations import Representation, page_renderer, renderer, res
 from service.version import __version__
 
 ID = "<int(min=1, max=2147483647):{}>"
+LOCATION = {"description": "The new resource's path", "schema": {"type": "string"}}
 
 
 def version_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +51,13 @@ PRODUCT = renderer(ProductSchema(), version=version_of)
 PRODUCT_PAGE = page_renderer(ProductPageSchema())
 
 
+def written(blp: Blueprint, row: dict[str, Any], *, location: str | None = None) -> Any:
+    """A write's answer: the row with its ETag (the one a GET of it then gives) and, on a
+    201, the new resource's Location."""
+    blp.set_etag(version_of(row))
+    return (row, {"Location": location}) if location else row
+
+
 categories = Blueprint(
     "categories", __name__, url_prefix="/api/v1/categories", description="Product categories"
 )
@@ -65,13 +74,16 @@ class Categories(MethodView):
         return _page_response(catalog.list_categories(**args, render=CATEGORY_PAGE))
 
     @require_api_key(categories, Scope.OPERATOR)
+    @categories.etag
     @categories.arguments(CategorySchema())
-    @categories.response(201, CategorySchema)
+    @categories.response(201, CategorySchema, headers={"Location": LOCATION})
     @categories.alt_response(409, response="CONFLICT")
     @categories.doc(operationId="createCategory")
     def post(self, data: dict[str, Any]) -> Any:
         """Create a category"""
-        return catalog.create_category(**data)
+        category = catalog.create_category(**data)
+        location = url_for(".CategoryById", category_id=category["id"])
+        return written(categories, category, location=location)
 
 
 @categories.route(f"/{ID.format('category_id')}")
@@ -85,6 +97,7 @@ class CategoryById(MethodView):
         return respond(catalog.get_category(category_id=category_id, render=CATEGORY))
 
     @require_api_key(categories, Scope.OPERATOR)
+    @categories.etag
     @categories.arguments(CategoryUpdateSchema())
     @categories.response(200, CategorySchema)
     @categories.alt_response(404, response="NOT_FOUND")
@@ -92,16 +105,20 @@ class CategoryById(MethodView):
     @categories.doc(operationId="updateCategory")
     def patch(self, changes: dict[str, Any], category_id: int) -> Any:
         """Change a category"""
-        return catalog.update_category(category_id=category_id, **changes)
+        check = categories.precondition(f"Category {category_id}", version_of)
+        category = catalog.update_category(category_id=category_id, precondition=check, **changes)
+        return written(categories, category)
 
     @require_api_key(categories, Scope.OPERATOR)
+    @categories.etag
     @categories.response(204)
     @categories.alt_response(404, response="NOT_FOUND")
     @categories.alt_response(409, response="CONFLICT")
     @categories.doc(operationId="deleteCategory")
     def delete(self, category_id: int) -> None:
         """Delete a category that has no products"""
-        catalog.delete_category(category_id=category_id)
+        check = categories.precondition(f"Category {category_id}", version_of)
+        catalog.delete_category(category_id=category_id, precondition=check)
 
 
 @products.route("")
@@ -114,13 +131,16 @@ class Products(MethodView):
         return _page_response(catalog.list_products(**args, render=PRODUCT_PAGE))
 
     @require_api_key(products, Scope.OPERATOR)
+    @products.etag
     @products.arguments(ProductSchema())
-    @products.response(201, ProductSchema)
+    @products.response(201, ProductSchema, headers={"Location": LOCATION})
     @products.alt_response(409, response="CONFLICT")
     @products.doc(operationId="createProduct")
     def post(self, data: dict[str, Any]) -> Any:
         """Create a product"""
-        return catalog.create_product(**data)
+        product = catalog.create_product(**data)
+        location = url_for(".ProductById", product_id=product["id"])
+        return written(products, product, location=location)
 
 
 @products.route(f"/{ID.format('product_id')}")
@@ -134,6 +154,7 @@ class ProductById(MethodView):
         return respond(catalog.get_product(product_id=product_id, render=PRODUCT))
 
     @require_api_key(products, Scope.OPERATOR)
+    @products.etag
     @products.arguments(ProductUpdateSchema())
     @products.response(200, ProductSchema)
     @products.alt_response(404, response="NOT_FOUND")
@@ -141,13 +162,17 @@ class ProductById(MethodView):
     @products.doc(operationId="updateProduct")
     def patch(self, changes: dict[str, Any], product_id: int) -> Any:
         """Change a product"""
-        return catalog.update_product(product_id=product_id, **changes)
+        check = products.precondition(f"Product {product_id}", version_of)
+        product = catalog.update_product(product_id=product_id, precondition=check, **changes)
+        return written(products, product)
 
     @require_api_key(products, Scope.OPERATOR)
+    @products.etag
     @products.response(204)
     @products.alt_response(404, response="NOT_FOUND")
     @products.alt_response(409, response="CONFLICT")
     @products.doc(operationId="deleteProduct")
     def delete(self, product_id: int) -> None:
         """Delete a product that is on no order"""
-        catalog.delete_product(product_id=product_id)
+        check = products.precondition(f"Product {product_id}", version_of)
+        catalog.delete_product(product_id=product_id, precondition=check)

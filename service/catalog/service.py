@@ -24,6 +24,9 @@ ProductData = dict[str, Any]
 # Reads return what the caller's `render` makes of the data, and cache that: a route passes
 # one that gives the final response bytes (service/representations.py).
 R = TypeVar("R")
+# A write's precondition (the route's If-Match check), called with the row's current data
+# inside the write's transaction, after the row is locked: it raises to refuse the write.
+Precondition = Callable[[dict[str, Any]], None]
 
 _CATEGORY_COLUMNS = ("id", "name", "description", "created_at", "updated_at")
 _PRODUCT_COLUMNS = (
@@ -121,10 +124,10 @@ def create_category(*, name: str, description: str = "") -> CategoryData:
     return _category_data(category)
 
 
-def update_category(*, category_id: int, **changes: Any) -> CategoryData:
-    category = db.session.get(Category, category_id)
-    if category is None:
-        raise NotFound(f"Category {category_id} does not exist.")
+def update_category(
+    *, category_id: int, precondition: Precondition | None = None, **changes: Any
+) -> CategoryData:
+    category = _locked(Category, category_id, _category_data, precondition)
     for name, value in changes.items():
         setattr(category, name, value)
     _commit_or_conflict(f"A category named {changes.get('name')!r} already exists.")
@@ -132,9 +135,8 @@ def update_category(*, category_id: int, **changes: Any) -> CategoryData:
     return _category_data(category)
 
 
-def delete_category(*, category_id: int) -> None:
-    if db.session.get(Category, category_id) is None:
-        raise NotFound(f"Category {category_id} does not exist.")
+def delete_category(*, category_id: int, precondition: Precondition | None = None) -> None:
+    _locked(Category, category_id, _category_data, precondition)
     if db.session.scalar(select(exists().where(Product.category_id == category_id))):
         raise Conflict(f"Category {category_id} still has products; move or delete them first.")
     _delete_or_conflict(
@@ -233,10 +235,10 @@ def create_product(
     return _product_data(product)
 
 
-def update_product(*, product_id: int, **changes: Any) -> ProductData:
-    product = db.session.get(Product, product_id)
-    if product is None:
-        raise NotFound(f"Product {product_id} does not exist.")
+def update_product(
+    *, product_id: int, precondition: Precondition | None = None, **changes: Any
+) -> ProductData:
+    product = _locked(Product, product_id, _product_data, precondition)
     if "category_id" in changes:
         _require_category(changes["category_id"])
     for name, value in changes.items():
@@ -246,9 +248,8 @@ def update_product(*, product_id: int, **changes: Any) -> ProductData:
     return _product_data(product)
 
 
-def delete_product(*, product_id: int) -> None:
-    if db.session.get(Product, product_id) is None:
-        raise NotFound(f"Product {product_id} does not exist.")
+def delete_product(*, product_id: int, precondition: Precondition | None = None) -> None:
+    _locked(Product, product_id, _product_data, precondition)
     _delete_or_conflict(
         delete(Product).where(Product.id == product_id),
         f"Product {product_id} appears on orders and cannot be deleted.",
@@ -266,6 +267,25 @@ def _forget(*, products: Iterable[int] = (), categories: Iterable[int] = ()) -> 
     if keys:
         cache_delete(*keys)
     bump_generation(CATALOG)
+
+
+M = TypeVar("M", Category, Product)
+
+
+def _locked(
+    model: type[M],
+    row_id: int,
+    data: Callable[[M], dict[str, Any]],
+    precondition: Precondition | None,
+) -> M:
+    """The row to change, locked until the write commits (FOR UPDATE; SQLite writes one at a
+    time anyway), once `precondition` accepts its current data: no write slips in between."""
+    row = db.session.get(model, row_id, with_for_update=precondition is not None)
+    if row is None:
+        raise NotFound(f"{model.__name__} {row_id} does not exist.")
+    if precondition is not None:
+        precondition(data(row))
+    return row
 
 
 def _require_category(category_id: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import g, url_for
 from flask.views import MethodView
 
 from service.api import Blueprint
@@ -23,6 +23,14 @@ from service.pagination import link_headers
 blp = Blueprint("orders", __name__, url_prefix="/api/v1/orders", description="Orders")
 
 ORDER_ID = "<int(min=1, max=2147483647):order_id>"
+PLACED_HEADERS = {
+    "Location": {"description": "The order's path", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this answers a retry with the same Idempotency-Key: the "
+        "order was placed by the first request, not by this one",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
 
 
 @blp.route("")
@@ -39,7 +47,7 @@ class Orders(MethodView):
     @require_api_key(blp, Scope.CUSTOMER)
     @blp.arguments(OrderCreateSchema())
     @blp.arguments(IdempotencyHeadersSchema(), location="headers")
-    @blp.response(201, OrderSchema)
+    @blp.response(201, OrderSchema, headers=PLACED_HEADERS)
     @blp.alt_response(402, response="PAYMENT_REQUIRED", description="Payment declined")
     @blp.alt_response(
         409, response="CONFLICT", description="Not enough stock, or cancelled during payment"
@@ -48,9 +56,13 @@ class Orders(MethodView):
     @blp.doc(operationId="placeOrder")
     def post(self, data: dict[str, Any], headers: dict[str, Any]) -> Any:
         """Place an order: reserve stock, take payment"""
-        return orders.place_order(
+        placed = orders.place_order(
             **data, idempotency_key=headers["idempotency_key"], api_key_id=g.api_key.id
         )
+        answer = {"Location": url_for(".OrderById", order_id=placed.order["id"])}
+        if placed.replayed:
+            answer["Idempotent-Replayed"] = "true"  # as Stripe says it
+        return placed.order, answer
 
 
 @blp.route(f"/{ORDER_ID}")

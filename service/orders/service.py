@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from flask import current_app
 from opentelemetry import trace
@@ -45,6 +45,13 @@ from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
 tracer = trace.get_tracer("glassbox")
 
 OrderData = dict[str, Any]
+
+
+class PlacedOrder(NamedTuple):
+    order: OrderData
+    replayed: bool  # an idempotent retry answered with the first request's order
+
+
 PENDING, PAID = OrderStatus.PENDING, OrderStatus.PAID
 
 
@@ -108,7 +115,7 @@ def place_order(
     items: Iterable[Mapping[str, int]],
     idempotency_key: str | None = None,
     api_key_id: int | None = None,
-) -> OrderData:
+) -> PlacedOrder:
     """Reserve stock and record the order in one transaction, then take payment.
 
     Each line is a conditional `UPDATE … SET stock = stock - q WHERE stock >= q`: the
@@ -128,13 +135,14 @@ def place_order(
             existing = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
             if existing is not None:
                 span.set_attribute("order.idempotent_replay", True)
-                return _finish(existing, span, keyed=True)
+                return PlacedOrder(_finish(existing, span, keyed=True), replayed=True)
         order = _reserve(customer_email, quantities, request_hash, idempotency_key, api_key_id)
+        replayed = order is None
         if order is None:  # a concurrent request with the same key won the race
             order = _replay(cast(int, api_key_id), cast(str, idempotency_key), request_hash)
             assert order is not None
             span.set_attribute("order.idempotent_replay", True)
-        return _finish(order, span, keyed=keyed)
+        return PlacedOrder(_finish(order, span, keyed=keyed), replayed=replayed)
 
 
 def _replay(api_key_id: int, key: str, request_hash: str) -> Order | None:

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from service import telemetry
 from service.config import load_payments_config
 from service.edge import BoundedChunkedBody
+from service.errors import framework_problem
 from service.logs import configure_logging
 from service.payments.ledger import Ledger
 from service.payments.routes import blp, problem
@@ -51,7 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        return problem(error.code or 500, error.name, error.description or error.name)
+        slug, title, detail = framework_problem(error)
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return problem(error.code or 500, title, detail, slug=slug, headers=headers)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:
@@ -61,10 +64,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return problem(
                 503,
                 "Service unavailable",
-                "The ledger is not answering.",
+                "The ledger is not answering. Try again shortly.",
+                slug="ledger-unavailable",
                 headers={"Retry-After": "5"},
             )
         app.logger.exception("unhandled error")
-        return problem(500, "Internal server error", "The payment could not be processed.")
+        return problem(
+            500,
+            "Internal server error",
+            "The payment could not be processed.",
+            slug="internal-error",
+        )
 
     return app

@@ -36,13 +36,13 @@ def problem(
     title: str,
     detail: str,
     *,
-    slug: str | None = None,
+    slug: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Any:
     response = jsonify(
         {
-            "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+            "type": PROBLEM_TYPE_BASE + slug,
             "title": title,
             "status": status,
             "detail": detail,
@@ -55,6 +55,10 @@ def problem(
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def invalid(detail: str) -> Any:
+    return problem(422, "Validation failed", detail, slug="validation-failed")
 
 
 @blp.before_request
@@ -83,11 +87,11 @@ def _request_fields() -> tuple[int, Decimal, str] | Any:
     try:
         body = request.get_json(silent=True)
     except RecursionError:
-        return problem(422, "Validation failed", "The JSON body is nested too deeply.")
+        return invalid("The JSON body is nested too deeply.")
     if not isinstance(body, dict) or type(body.get("order_id")) is not int:
-        return problem(422, "Validation failed", "order_id (integer) and amount are required.")
+        return invalid("order_id (integer) and amount are required.")
     if not 1 <= body["order_id"] <= LARGEST_ID:
-        return problem(422, "Validation failed", f"order_id must be from 1 to {LARGEST_ID}.")
+        return invalid(f"order_id must be from 1 to {LARGEST_ID}.")
     try:
         amount = Decimal(str(body.get("amount")))
         # Compared before quantize: 1E+30 has more digits than the decimal context keeps.
@@ -97,9 +101,7 @@ def _request_fields() -> tuple[int, Decimal, str] | Any:
     except InvalidOperation:
         exact = False
     if not exact:
-        return problem(
-            422,
-            "Validation failed",
+        return invalid(
             f"amount must be a decimal string of cents from 0 to {LARGEST_AMOUNT}.",
         )
     currency = body.get("currency", "EUR")
@@ -110,7 +112,7 @@ def _request_fields() -> tuple[int, Decimal, str] | Any:
         and currency.isascii()
         and currency.isalpha()
     ):
-        return problem(422, "Validation failed", "currency must be a three-letter code.")
+        return invalid("currency must be a three-letter code.")
     return body["order_id"], amount, currency.upper()
 
 
@@ -140,7 +142,7 @@ def _keyed_request() -> KeyedWrite | Any:
         return fields
     key = _idempotency_key()
     if key is None:
-        return problem(422, "Validation failed", "An Idempotency-Key header (1-255) is required.")
+        return invalid("An Idempotency-Key header (1-255) is required.")
     return KeyedWrite(key, *fields)
 
 
@@ -220,7 +222,12 @@ def authorize() -> Any:
         check.set_attribute("payment.amount", float(amount))
     if random.random() < current_app.config["PAYMENTS_FAILURE_RATE"]:  # noqa: S311
         ledger().forget(key)
-        return problem(503, "Service unavailable", "Injected failure (PAYMENTS_FAILURE_RATE).")
+        return problem(
+            503,
+            "Service unavailable",
+            "Injected failure (PAYMENTS_FAILURE_RATE): retry with the same Idempotency-Key.",
+            slug="injected-failure",
+        )
     decision = Status.DECLINED if amount > DECLINE_ABOVE else Status.APPROVED
     return answer(ledger().decide(key, decision))
 
@@ -242,9 +249,7 @@ def by_order() -> Any:
     given = request.args.getlist("order_id")
     order_id = given[0] if len(given) == 1 and set(request.args) == {"order_id"} else ""
     if not (order_id.isascii() and order_id.isdigit() and int(order_id) <= LARGEST_ID):
-        return problem(
-            422, "Validation failed", "Query by one ?order_id=<integer up to 2^63-1> only."
-        )
+        return invalid("Query by one ?order_id=<integer up to 2^63-1> only.")
     return {"items": [a.as_json() for a in ledger().by_order(int(order_id))]}
 
 

@@ -37,6 +37,10 @@ def test_retry_with_the_same_key_returns_the_first_order(
     assert first.status_code == second.status_code == 201
     assert second.json["id"] == first.json["id"]
     assert second.json["payment_reference"] == first.json["payment_reference"]
+    # The retry says it is one (as Stripe does); the first answer does not.
+    assert "Idempotent-Replayed" not in first.headers
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.headers["Location"] == first.headers["Location"]
     assert stock_of(app, product.id) == 3  # decremented once
     assert orders_count(app) == 1
 
