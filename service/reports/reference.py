@@ -28,6 +28,7 @@ from service.reports.service import (
     report_range,
     sort_key,
     summary,
+    wait_in_database,
 )
 
 tracer = trace.get_tracer("glassbox")
@@ -134,6 +135,7 @@ def _sales_report(*, start: date | None, end: date | None, group_by: str) -> dic
     order spent on that product or category.
     """
     start, end = report_range(start, end)
+    wait_in_database()
     lines = _lines(start, end)
     key_of = _GROUP_KEYS[group_by]
 

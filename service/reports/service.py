@@ -150,6 +150,13 @@ def sales_report(
         return value
 
 
+def wait_in_database() -> None:
+    """The lab's slow query (REPORTS_SQL_DELAY_MS): time spent waiting, invisible to a profiler."""
+    delay_ms = current_app.config.get("REPORTS_SQL_DELAY_MS", 0)
+    if delay_ms:
+        db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": delay_ms / 1000})
+
+
 def _cents(amount: Any) -> ColumnElement[int]:
     """An amount as integer cents: SQLite stores cents; NUMERIC(12, 2) times 100 is exact."""
     if db.session.get_bind().dialect.name == "sqlite":
@@ -237,10 +244,7 @@ def _distribution(values: Any) -> Select[Any]:
 
 def _aggregate(start: date, end: date, group_by: str) -> tuple[dict[str, Any], int]:
     """The report and the number of order lines it read."""
-    delay_ms = current_app.config.get("REPORTS_SQL_DELAY_MS", 0)
-    if delay_ms:
-        # The lab's slow query: time spent waiting on the database, invisible to a profiler.
-        db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": delay_ms / 1000})
+    wait_in_database()
     groups: list[dict[str, Any]] = []
     totals = summary(orders=0, units=0, revenue=Decimal(0), percentiles=_no_percentiles())
     lines = 0
