@@ -106,6 +106,11 @@ bench: venv  ## Side-by-side req/s, p50, p99 of the bench variants and the FastA
 	$(UV) sync --frozen --inexact --quiet --group bench  # the peer: FastAPI, uvicorn, asyncpg; granian
 	$(BIN)/python -m profiling.bench
 
+# BENCH_SCALE_DATABASE_URL: a PostgreSQL database of its own, seeded once (1M products, 1M orders).
+.PHONY: bench-report
+bench-report: venv  ## The sales report and search at 1M orders and products: each goal of issue 29 with PASS/FAIL (docs/measurement.md); JSON in profiling/results/
+	$(BIN)/python -m profiling.bench_scale
+
 # --- The profiling lab (docs/measurement.md, "The lab") ---
 # LAB_DATABASE_URL: the database to seed once and reuse; empty means the SQLite file var/lab.db.
 # It starts its own API, payments service and OTLP receiver; py-spy needs root or CAP_SYS_PTRACE.

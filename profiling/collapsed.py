@@ -2,10 +2,10 @@
 
 One line per distinct stack, root first, then the number of samples:
 
-    <module> (gunicorn/__main__.py:10);…;percentile (service/reports/service.py:66) 12
+    <module> (gunicorn/__main__.py:10);…;percentile (service/reports/reference.py:66) 12
 
 py-spy names a frame `function (file:line)`, with the file shortened to its path below the
-`sys.path` entry it was imported from (`service/reports/service.py`, `sqlalchemy/orm/…`,
+`sys.path` entry it was imported from (`service/reports/reference.py`, `sqlalchemy/orm/…`,
 `socket.py`). Frames are ranked by function (the line is dropped): self samples count the
 stacks a function is on top of, total samples the stacks it is anywhere in (once per stack,
 so recursion is not counted twice).

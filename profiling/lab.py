@@ -8,8 +8,10 @@ free 127.0.0.1 ports (within TEST_PORT_RANGE when set), seeds the database once
 (LAB_DATABASE_URL, default the SQLite file var/lab.db; later runs reuse the data), then
 runs two experiments under wrk load while py-spy records every API worker, on-CPU and with `--idle`:
 
-1. cpu: the sales report grouped by product over every seeded order — Python arithmetic.
-2. io: order placement with the payments service slowed (PAYMENTS_LATENCY_MS) and a sales
+1. cpu: the sales report grouped by product over every seeded order, computed in Python
+   from every row — the lab-only route /lab/sales-in-python (LAB_ROUTES), since the API's
+   own report is aggregated by the database and cached.
+2. io: order placement with the payments service slowed (PAYMENTS_LATENCY_MS) and the lab's
    report over an empty day made slow in the database (REPORTS_SQL_DELAY_MS, pg_sleep).
 
 It prints, per experiment, py-spy's top frames beside the top spans by self time from the
@@ -70,19 +72,20 @@ def experiments(settings: Settings, today: date) -> dict[str, Experiment]:
     return {
         "cpu": Experiment(
             name="cpu",
-            title="CPU-bound: the sales report",
-            api_env={},
+            title="CPU-bound: the sales report computed in Python",
+            api_env={"LAB_ROUTES": "true"},
             payments_env={},
-            report_path=f"/api/v1/reports/sales?group_by=product&{everything}",
+            report_path=f"/lab/sales-in-python?group_by=product&{everything}",
             order_share=0,
         ),
         "io": Experiment(
             name="io",
             title="IO-bound: a slow payments service and a slow query",
-            api_env={"REPORTS_SQL_DELAY_MS": str(settings.sql_delay_ms)},
+            api_env={"REPORTS_SQL_DELAY_MS": str(settings.sql_delay_ms), "LAB_ROUTES": "true"},
             payments_env={"PAYMENTS_LATENCY_MS": str(settings.payments_latency_ms)},
-            # One day without orders: the report's own work is nil, its time is the sleep.
-            report_path="/api/v1/reports/sales?group_by=day&from=2020-01-01&to=2020-01-01",
+            # One day without orders: the report's own work is nil, its time is the sleep
+            # (the lab's route, uncached: the API's report would answer repeats from its cache).
+            report_path="/lab/sales-in-python?group_by=day&from=2020-01-01&to=2020-01-01",
             order_share=settings.order_share,
         ),
     }

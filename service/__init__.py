@@ -23,6 +23,7 @@ from service.orders.payment_gateway import gateway_for
 from service.orders.routes import blp as orders
 from service.ratelimit import make_limiter
 from service.reports.routes import blp as reports
+from service.reports.routes import lab as reports_lab
 from service.seed import seed_command
 from service.version import __version__
 
@@ -115,6 +116,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     make_limiter().init_app(app)
     api = Api(app)
     _register_blueprints(api)
+    if app.config.get("LAB_ROUTES"):
+        api.register_blueprint(reports_lab)
     _register_commands(app)
 
     app.extensions["glassbox.payments"] = gateway_for(app.config)

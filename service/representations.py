@@ -40,13 +40,22 @@ def etag_of(version: Any) -> str:
     return hashlib.sha1(document, usedforsecurity=False).hexdigest()
 
 
-def renderer(schema: ma.Schema, *, version: Callable[[Any], Any] | None = None) -> Render:
-    """Render one resource through `schema`; with `version`, give it an ETag computed from it."""
+def renderer(
+    schema: ma.Schema, *, version: Callable[[Any], Any] | None = None, body_etag: bool = False
+) -> Render:
+    """Render one resource through `schema`; with `version`, give it an ETag computed from it.
+
+    With `body_etag`, the ETag is the body's hash: for a computed resource (a report) that
+    has no version of its own.
+    """
     dump = compile_dump(schema)
 
     def render(data: Any) -> Representation:
+        body = encode(dump(data))
+        if body_etag:
+            return Representation(body, hashlib.sha1(body, usedforsecurity=False).hexdigest())
         etag = etag_of(version(data)) if version is not None else None
-        return Representation(encode(dump(data)), etag)
+        return Representation(body, etag)
 
     return render
 

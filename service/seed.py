@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select, text
 
 from service.catalog.models import Category, Product
-from service.database import CENT, utcnow
+from service.database import utcnow
 from service.extensions import db
 from service.orders.models import Order, OrderItem, OrderStatus
 from service.progress import progress
@@ -26,6 +27,7 @@ CATEGORIES = (
 )
 ADJECTIVES = ("Classic", "Dark", "Bright", "Smooth", "Bold", "Organic", "Single-origin", "Smoky")
 ORDER_BATCH = 1000
+PRODUCTS, ORDERS, ORDER_ITEMS = (cast(Table, m.__table__) for m in (Product, Order, OrderItem))
 NOUNS = ("blend", "roast", "kit", "mug", "set", "box", "sampler", "edition")
 
 
@@ -42,62 +44,144 @@ def seed_categories() -> list[int]:
 
 
 def seed_products(count: int, *, rng: random.Random, batch: int = 5000) -> int:
-    """Insert `count` products in batches (fast enough for 200,000+), showing progress."""
+    """Insert `count` products in batches (COPY on PostgreSQL), showing progress."""
     category_ids = seed_categories()
     start = (db.session.scalar(select(func.max(Product.id))) or 0) + 1
     now = utcnow()
-    inserted = 0
+    columns = [
+        "id",
+        "sku",
+        "name",
+        "description",
+        "price",
+        "stock",
+        "category_id",
+        "created_at",
+        "updated_at",
+    ]
     with progress("products", total=count) as advance:
-        while inserted < count:
-            rows = []
-            for n in range(start + inserted, start + min(count, inserted + batch)):
-                rows.append(
-                    {
-                        "sku": f"SKU-{n:08d}",
-                        "name": f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {n}",
-                        "description": "",
-                        "price": (Decimal(rng.randint(199, 19999)) / 100).quantize(CENT),
-                        "stock": rng.randint(0, 500),
-                        "category_id": rng.choice(category_ids),
-                        "created_at": now - timedelta(seconds=count - n),
-                        "updated_at": now,
-                    }
+        for first in range(start, start + count, batch):
+            rows = [
+                (
+                    n,
+                    f"SKU-{n:08d}",
+                    f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {n}",
+                    "",
+                    rng.randint(199, 19999),  # cents
+                    rng.randint(0, 500),
+                    rng.choice(category_ids),
+                    now - timedelta(seconds=start + count - n),
+                    now,
                 )
-            db.session.execute(insert(Product), rows)
-            db.session.commit()
-            inserted += len(rows)
+                for n in range(first, min(start + count, first + batch))
+            ]
+            _write(PRODUCTS, columns, rows, money=("price",))
             advance(len(rows))
-    return inserted
+    _after_bulk_load(PRODUCTS)
+    return count
 
 
 def seed_orders(count: int, *, rng: random.Random, days: int = 60) -> int:
-    """Paid (and a few cancelled) orders spread over the last `days` days."""
+    """Paid (and 1 in 12 cancelled) orders spread over the last `days` days, in batches."""
     products = list(db.session.execute(select(Product.id, Product.price).limit(500)))
     if not products:
         return 0
+    # Prices as integer cents: the batches are built in plain ints, then written as money.
+    priced = [(pid, int(price * 100)) for pid, price in products]
     now = utcnow()
+    next_order = (db.session.scalar(select(func.max(Order.id))) or 0) + 1
+    next_item = (db.session.scalar(select(func.max(OrderItem.id))) or 0) + 1
+    order_columns = [
+        "id",
+        "customer_email",
+        "status",
+        "total",
+        "payment_reference",
+        "cancellation_reason",
+        "created_at",
+        "updated_at",
+    ]
+    item_columns = ["id", "order_id", "product_id", "quantity", "unit_price"]
     with progress("orders", total=count) as advance:
-        for n in range(count):
-            chosen = rng.sample(products, k=min(len(products), rng.randint(1, 4)))
-            items = [
-                OrderItem(product_id=pid, quantity=rng.randint(1, 3), unit_price=price)
-                for pid, price in chosen
-            ]
-            order = Order(
-                customer_email=f"customer{rng.randint(1, 200)}@example.com",
-                status=OrderStatus.CANCELLED if n % 12 == 0 else OrderStatus.PAID,
-                total=sum((i.unit_price * i.quantity for i in items), Decimal(0)),
-                payment_reference=f"seed-{n}",
-                created_at=now - timedelta(minutes=rng.randint(0, days * 24 * 60)),
-                items=items,
-            )
-            db.session.add(order)
-            if (n + 1) % ORDER_BATCH == 0:  # commit as we go: progress is what is stored
-                db.session.commit()
-                advance(ORDER_BATCH)
-        db.session.commit()
-        advance(count % ORDER_BATCH)
+        for first in range(0, count, ORDER_BATCH):
+            orders, items = [], []
+            for n in range(first, min(count, first + ORDER_BATCH)):
+                order_id = next_order + n
+                total = 0
+                for pid, cents in rng.sample(priced, k=min(len(priced), rng.randint(1, 4))):
+                    quantity = rng.randint(1, 3)
+                    items.append((next_item, order_id, pid, quantity, cents))
+                    next_item += 1
+                    total += cents * quantity
+                cancelled = n % 12 == 0
+                created_at = now - timedelta(minutes=rng.randint(0, days * 24 * 60))
+                orders.append(
+                    (
+                        order_id,
+                        f"customer{rng.randint(1, 200)}@example.com",
+                        (OrderStatus.CANCELLED if cancelled else OrderStatus.PAID).value,
+                        total,
+                        f"seed-{n}",
+                        "customer" if cancelled else None,
+                        created_at,
+                        created_at,
+                    )
+                )
+            _write(ORDERS, order_columns, orders, money=("total",))
+            _write(ORDER_ITEMS, item_columns, items, money=("unit_price",))
+            advance(len(orders))
+    _after_bulk_load(ORDERS, ORDER_ITEMS)
     return count
+
+
+def _write(
+    table: Table, columns: list[str], rows: list[tuple[Any, ...]], *, money: tuple[str, ...]
+) -> None:
+    """Write one batch and commit it (progress is what is stored). Amounts come in cents.
+
+    PostgreSQL: COPY, an order of magnitude faster than INSERTs for a million rows.
+    Elsewhere: one executemany INSERT through the column types.
+    """
+    positions = [columns.index(name) for name in money]
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                values = list(row)
+                for i in positions:
+                    values[i] = Decimal(values[i]).scaleb(-2)
+                copy.write_row(values)
+    else:
+        records = []
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            for name in money:
+                record[name] = Decimal(record[name]).scaleb(-2)
+            records.append(record)
+        db.session.execute(insert(table), records)
+    db.session.commit()
+
+
+def _after_bulk_load(*tables: Table) -> None:
+    """Ids were given explicitly: move each id sequence past them; then fresh statistics
+    (and, PostgreSQL, the GIN index's pending list merged) so plans fit the new size."""
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        db.session.commit()
+        return
+    for table in tables:
+        db.session.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
+            )
+        )
+    db.session.commit()
+    with db.engine.connect() as autocommit:
+        autocommit = autocommit.execution_options(isolation_level="AUTOCOMMIT")
+        for table in tables:
+            autocommit.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
 
 
 @click.command("seed")

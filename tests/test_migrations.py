@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
+from service.database import only_on
 from service.extensions import db
 from tests.conftest import TEST_DATABASE_URL, build_app, require
 
@@ -21,7 +22,10 @@ def _cycle(url: str) -> None:
         tables = set(sa.inspect(db.engine).get_table_names())
         assert {"products", "categories", "orders", "order_items", "api_keys"} <= tables
         with db.engine.connect() as connection:
-            context = MigrationContext.configure(connection)
+            include_object = only_on(connection.dialect.name)
+            context = MigrationContext.configure(
+                connection, opts={"include_object": include_object}
+            )
             differences: list[Any] = compare_metadata(context, db.metadata)
         assert differences == [], differences
         downgrade(revision="base")

@@ -29,6 +29,14 @@ class Product(Base):
         Index("ix_products_price_id", "price", "id"),
         Index("ix_products_created_at_id", "created_at", "id"),
         Index("ix_products_category_id_id", "category_id", "id"),
+        # Search (`name ILIKE '%term%'`) on PostgreSQL: pg_trgm's trigrams serve any
+        # substring; SQLite scans.
+        Index(
+            "ix_products_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

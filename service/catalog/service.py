@@ -18,6 +18,9 @@ from service.extensions import db
 from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
 
 CATALOG = "catalog"
+# Names other domains show (a sales report's labels): bumped when a product or category
+# is changed or deleted, not when stock moves.
+NAMES = "catalog_names"
 
 CategoryData = dict[str, Any]
 ProductData = dict[str, Any]
@@ -131,7 +134,7 @@ def update_category(
     for name, value in changes.items():
         setattr(category, name, value)
     _commit_or_conflict(f"A category named {changes.get('name')!r} already exists.")
-    _forget(categories=[category_id])
+    _forget(categories=[category_id], renamed=True)
     return _category_data(category)
 
 
@@ -143,7 +146,7 @@ def delete_category(*, category_id: int, precondition: Precondition | None = Non
         delete(Category).where(Category.id == category_id),
         f"Category {category_id} still has products.",
     )
-    _forget(categories=[category_id])
+    _forget(categories=[category_id], renamed=True)
 
 
 # Products
@@ -244,7 +247,7 @@ def update_product(
     for name, value in changes.items():
         setattr(product, name, value)
     _commit_or_conflict(f"A product with SKU {changes.get('sku')!r} already exists.")
-    _forget(products=[product_id])
+    _forget(products=[product_id], renamed=True)
     return _product_data(product)
 
 
@@ -254,7 +257,7 @@ def delete_product(*, product_id: int, precondition: Precondition | None = None)
         delete(Product).where(Product.id == product_id),
         f"Product {product_id} appears on orders and cannot be deleted.",
     )
-    _forget(products=[product_id])
+    _forget(products=[product_id], renamed=True)
 
 
 def forget_products(product_ids: Iterable[int]) -> None:
@@ -262,11 +265,15 @@ def forget_products(product_ids: Iterable[int]) -> None:
     _forget(products=product_ids)
 
 
-def _forget(*, products: Iterable[int] = (), categories: Iterable[int] = ()) -> None:
+def _forget(
+    *, products: Iterable[int] = (), categories: Iterable[int] = (), renamed: bool = False
+) -> None:
     keys = [f"product:{i}" for i in products] + [f"category:{i}" for i in categories]
     if keys:
         cache_delete(*keys)
     bump_generation(CATALOG)
+    if renamed:
+        bump_generation(NAMES)
 
 
 M = TypeVar("M", Category, Product)

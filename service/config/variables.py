@@ -214,6 +214,12 @@ VARIABLES: tuple[Variable, ...] = (
         "experiments: each sales report first waits this long inside the database (pg_sleep)",
     ),
     Variable(
+        "LAB_ROUTES",
+        "false",
+        _bool,
+        "experiments: serve /lab/sales-in-python, the report computed in Python (make lab)",
+    ),
+    Variable(
         "TELEMETRY_INSTRUMENTATION",
         "lean",
         _choice("lean", "contrib"),

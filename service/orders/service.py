@@ -41,6 +41,7 @@ from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
 from service.orders.payment_gateway import GatewayUnavailable, current_gateway
 from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
+from service.reports.service import forget_sales
 
 tracer = trace.get_tracer("glassbox")
 
@@ -258,6 +259,7 @@ def _finish(order: Order, span: Any, *, keyed: bool) -> OrderData:
             db.session.commit()
             db.session.refresh(order)
             if cast(CursorResult[Any], changed).rowcount == 1:
+                forget_sales()
                 metrics.order_placed(OrderStatus.PAID, float(order.total))
         elif payment.voided:
             db.session.refresh(order)
@@ -508,4 +510,6 @@ def _release_stock(
         raise
     db.session.refresh(order)
     forget_products(item.product_id for item in order.items)
+    if OrderStatus.PAID in since:  # it may have been paid: the sales reports change
+        forget_sales()
     return True

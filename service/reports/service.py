@@ -1,28 +1,59 @@
-"""Sales report, computed in Python from the rows.
+"""Sales report, aggregated where the data lives: one SQL statement per report, then cached.
 
-Deliberately so: the aggregation could be SQL, but this is the CPU-bound target of the
-profiling lab (docs/measurement.md), where a flame graph should name these functions.
+The database groups the paid order lines of the range, ranks each group's values with a
+window function and hands back, per group, the counts and sums and only the values at the
+ranks a percentile needs. Python then interpolates between those two values exactly as the
+reference computation does (service/reports/reference.py), in Decimal: PostgreSQL's
+`percentile_cont` works in double precision and would round some half-cents the other way.
+Amounts are summed and ranked as integer cents, exact on both backends.
+
+Why not rollups: the percentiles of a range are not a function of the percentiles of its
+days, so a rollup would have to keep every value anyway; the statement reads the rows in
+range once, and the cache (invalidated when an order is paid or a paid one is cancelled, and
+when a product or category is renamed) answers every repeat.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from opentelemetry import trace
-from sqlalchemy import select, text, true
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    Numeric,
+    Select,
+    String,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    true,
+    type_coerce,
+    union_all,
+)
 
+from service.caching import bump_generation, cached, generation
 from service.catalog.models import Category, Product
+from service.catalog.service import NAMES
 from service.database import CENT
 from service.extensions import db
 from service.orders.models import Order, OrderItem, OrderStatus
 
 DEFAULT_RANGE_DAYS = 30
+SALES = "sales"  # the generation of every cached report: a paid or cancelled order bumps it
+# The reported percentiles: name, then the fraction in hundredths (integer rank arithmetic).
+PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
+
+R = TypeVar("R")
 
 tracer = trace.get_tracer("glassbox")
 
@@ -34,162 +65,217 @@ def default_start(end: date) -> date:
     return end - timedelta(days=DEFAULT_RANGE_DAYS)
 
 
-@dataclass(frozen=True)
-class SaleLine:
-    order_id: int
-    day: date
-    product_id: int
-    product_name: str
-    category_id: int
-    category_name: str
-    quantity: int
-    unit_price: Decimal
-    order_total: Decimal
+def report_range(start: date | None, end: date | None) -> tuple[date, date]:
+    """The range a request means: `to` defaults to today (UTC), `from` to 30 days before."""
+    end = end or datetime.now(UTC).date()
+    return start or default_start(end), end
 
 
-@dataclass
-class _Bucket:
-    label: str
-    orders: set[int] = field(default_factory=set)
-    units: int = 0
-    # The values whose distribution the percentiles describe (order or line values).
-    values: dict[int, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+def in_range(start: date, end: date) -> list[ColumnElement[bool]]:
+    """Paid orders created from `start` 00:00 UTC up to the end of `end`."""
+    return [
+        Order.status == OrderStatus.PAID,
+        Order.created_at >= datetime.combine(start, time.min, UTC),
+        # The day after `end`, or no bound at all after 9999-12-31 (no such day exists).
+        Order.created_at < datetime.combine(end + timedelta(days=1), time.min, UTC)
+        if end < date.max
+        else true(),
+    ]
 
 
-def percentile(ordered: list[Decimal], fraction: Decimal) -> Decimal:
-    """Linear interpolation between closest ranks, like numpy's default."""
-    if not ordered:
-        return Decimal(0)
-    position = (len(ordered) - 1) * fraction
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    weight = position - lower
-    return (ordered[lower] + (ordered[upper] - ordered[lower]) * weight).quantize(CENT)
+def percentile_ranks(count: int, hundredths: int) -> tuple[int, int]:
+    """The 0-based ranks whose values the percentile interpolates between."""
+    lower = (count - 1) * hundredths // 100
+    return lower, min(lower + 1, count - 1)
 
 
-def figures(values: Iterable[Decimal], *, orders: int, units: int) -> dict[str, Any]:
-    ordered = sorted(values)
-    revenue = sum(ordered, Decimal(0))
+def interpolate(lower: Decimal, upper: Decimal, count: int, hundredths: int) -> Decimal:
+    """Linear interpolation between closest ranks, like numpy's default, to the cent."""
+    position = (count - 1) * Decimal(hundredths) / 100
+    weight = position - int(position)
+    return (lower + (upper - lower) * weight).quantize(CENT)
+
+
+def summary(
+    *, orders: int, units: int, revenue: Decimal, percentiles: dict[str, Decimal]
+) -> dict[str, Any]:
+    """The figures of one group (or of the totals) from its sums and percentiles."""
     return {
         "orders": orders,
         "units": units,
         "revenue": revenue.quantize(CENT),
-        "average": (revenue / len(ordered)).quantize(CENT) if ordered else Decimal(0),
-        "p50": percentile(ordered, Decimal("0.50")),
-        "p90": percentile(ordered, Decimal("0.90")),
-        "p99": percentile(ordered, Decimal("0.99")),
+        "average": (revenue / orders).quantize(CENT) if orders else Decimal(0),
+        **percentiles,
     }
 
 
-def _lines(start: date, end: date) -> list[SaleLine]:
-    statement = (
-        select(
-            Order.id,
-            Order.created_at,
-            Order.total,
-            OrderItem.product_id,
-            Product.name,
-            Product.category_id,
-            Category.name,
-            OrderItem.quantity,
-            OrderItem.unit_price,
-        )
-        .join(OrderItem, OrderItem.order_id == Order.id)
-        .join(Product, Product.id == OrderItem.product_id)
-        .join(Category, Category.id == Product.category_id)
-        .where(
-            Order.status == OrderStatus.PAID,
-            Order.created_at >= datetime.combine(start, time.min, UTC),
-            # The day after `end`, or no bound at all after 9999-12-31 (no such day exists).
-            Order.created_at < datetime.combine(end + timedelta(days=1), time.min, UTC)
-            if end < date.max
-            else true(),
-        )
-    )
-    return [
-        SaleLine(
-            order_id=row[0],
-            day=row[1].date(),
-            order_total=row[2],
-            product_id=row[3],
-            product_name=row[4],
-            category_id=row[5],
-            category_name=row[6],
-            quantity=row[7],
-            unit_price=row[8],
-        )
-        for row in db.session.execute(statement)
-    ]
+def sort_key(group_by: str, key: str) -> tuple[int, str]:
+    """Days in date order, products and categories by id."""
+    return (int(key), "") if group_by != "day" else (0, key)
 
 
-_GROUP_KEYS: dict[str, Callable[[SaleLine], tuple[str, str]]] = {
-    "day": lambda line: (line.day.isoformat(), line.day.isoformat()),
-    "product": lambda line: (str(line.product_id), line.product_name),
-    "category": lambda line: (str(line.category_id), line.category_name),
-}
+def forget_sales() -> None:
+    """Drop every cached report: an order was paid, or a paid one cancelled."""
+    bump_generation(SALES)
 
 
 def sales_report(
-    *, start: date | None = None, end: date | None = None, group_by: str = "day"
-) -> dict[str, Any]:
-    """Totals, counts and percentiles of value per day, product or category (paid orders)."""
-    with tracer.start_as_current_span("reports.sales") as span:
-        report = _sales_report(start=start, end=end, group_by=group_by)
-        span.set_attribute("report.group_by", group_by)
-        span.set_attribute("report.days", (report["end"] - report["start"]).days + 1)
-        span.set_attribute("report.orders", report["totals"]["orders"])
-        span.set_attribute("report.groups", len(report["groups"]))
-        return report
-
-
-def _sales_report(*, start: date | None, end: date | None, group_by: str) -> dict[str, Any]:
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    group_by: str = "day",
+    render: Callable[[dict[str, Any]], R],
+) -> R:
     """Totals, counts and percentiles of value per day, product or category (paid orders).
 
     Per day the values are order totals; per product or category they are what each
-    order spent on that product or category.
+    order spent on that product or category. Cached as `render` makes it, until an order
+    is paid or cancelled or a product or category is changed.
     """
-    end = end or datetime.now(UTC).date()
-    start = start or default_start(end)
+    start, end = report_range(start, end)
+    with tracer.start_as_current_span("reports.sales") as span:
+        span.set_attribute("report.group_by", group_by)
+        span.set_attribute("report.days", (end - start).days + 1)
+
+        def load() -> R:
+            report, lines = _aggregate(start, end, group_by)
+            # The report's cost, on the span of the request that paid it.
+            span.set_attribute("report.rows_scanned", lines)
+            span.set_attribute("report.orders", report["totals"]["orders"])
+            span.set_attribute("report.groups", len(report["groups"]))
+            return render(report)
+
+        key = f"sales:{generation(SALES)}:{generation(NAMES)}:{start}:{end}:{group_by}"
+        value, _ = cached(key, load, name="sales_report")
+        return value
+
+
+def wait_in_database() -> None:
+    """The lab's slow query (REPORTS_SQL_DELAY_MS): time spent waiting, invisible to a profiler."""
     delay_ms = current_app.config.get("REPORTS_SQL_DELAY_MS", 0)
     if delay_ms:
-        # The lab's slow query: time spent waiting on the database, invisible to a profiler.
         db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": delay_ms / 1000})
-    lines = _lines(start, end)
-    key_of = _GROUP_KEYS[group_by]
 
-    buckets: dict[str, _Bucket] = {}
-    order_totals: dict[int, Decimal] = {}
-    units = 0
-    for line in lines:
-        key, label = key_of(line)
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = _Bucket(label=label)
-        bucket.orders.add(line.order_id)
-        bucket.units += line.quantity
-        if group_by == "day":
-            bucket.values[line.order_id] = line.order_total
-        else:
-            bucket.values[line.order_id] += line.unit_price * line.quantity
-        order_totals[line.order_id] = line.order_total
-        units += line.quantity
 
-    groups = [
-        {
-            "key": key,
-            "label": bucket.label,
-            **figures(bucket.values.values(), orders=len(bucket.orders), units=bucket.units),
-        }
-        for key, bucket in sorted(buckets.items(), key=lambda kv: _sort_key(group_by, kv[0]))
-    ]
-    return {
-        "start": start,
-        "end": end,
-        "group_by": group_by,
-        "totals": figures(order_totals.values(), orders=len(order_totals), units=units),
-        "groups": groups,
+def _cents(amount: Any) -> ColumnElement[int]:
+    """An amount as integer cents: SQLite stores cents; NUMERIC(12, 2) times 100 is exact."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return type_coerce(amount, BigInteger)
+    return cast(type_coerce(amount, Numeric(12, 2)) * literal_column("100"), BigInteger)
+
+
+def _day(created_at: Any) -> ColumnElement[date]:
+    """The UTC day of a timestamp (SQLite holds naive UTC text)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return func.date(created_at, type_=Date)
+    return func.date(func.timezone(literal_column("'UTC'"), created_at), type_=Date)
+
+
+def _statement(start: date, end: date, group_by: str) -> Select[Any]:
+    """Groups, then the totals (key NULL): counts, sums and the values at percentile ranks."""
+    columns: dict[str, Any] = {
+        "day": (_day(Order.created_at), _day(Order.created_at)),
+        "product": (OrderItem.product_id, Product.name),
+        "category": (Product.category_id, Category.name),
     }
+    key, label = columns[group_by]
+    lines = select(
+        Order.id.label("order_id"),
+        cast(key, String).label("key") if group_by != "day" else key.label("key"),
+        label.label("label"),
+        OrderItem.quantity.label("quantity"),
+        (_cents(OrderItem.unit_price) * OrderItem.quantity).label("line_cents"),
+        _cents(Order.total).label("order_cents"),
+    ).join(OrderItem, OrderItem.order_id == Order.id)
+    if group_by != "day":
+        lines = lines.join(Product, Product.id == OrderItem.product_id)
+    if group_by == "category":
+        lines = lines.join(Category, Category.id == Product.category_id)
+    rows = lines.where(*in_range(start, end)).cte("lines")
+
+    # One value per group and order: the order's total per day, what it spent there otherwise.
+    order_value = func.max(rows.c.order_cents) if group_by == "day" else func.sum(rows.c.line_cents)
+    per_group = select(
+        rows.c.key,
+        rows.c.label,
+        order_value.label("value"),
+        func.sum(rows.c.quantity).label("units"),
+        func.count().label("lines"),
+    ).group_by(rows.c.key, rows.c.label, rows.c.order_id)
+    per_order = select(
+        cast(null(), rows.c.key.type).label("key"),
+        cast(null(), rows.c.label.type).label("label"),
+        func.max(rows.c.order_cents).label("value"),
+        func.sum(rows.c.quantity).label("units"),
+        func.count().label("lines"),
+    ).group_by(rows.c.order_id)
+    return union_all(
+        _distribution(per_group.subquery("per_group")),
+        _distribution(per_order.subquery("per_order")),
+    )  # type: ignore[return-value]
 
 
-def _sort_key(group_by: str, key: str) -> tuple[int, str]:
-    return (int(key), "") if group_by != "day" else (0, key)
+def _distribution(values: Any) -> Select[Any]:
+    """Per key: counts and sums, and the value at each rank a percentile interpolates."""
+    ranked = select(
+        values,
+        (func.row_number().over(partition_by=values.c.key, order_by=values.c.value) - 1).label(
+            "rank"
+        ),
+        func.count().over(partition_by=values.c.key).label("n"),
+    ).subquery("ranked")
+    lower_ranks = {name: (ranked.c.n - 1) * hundredths // 100 for name, hundredths in PERCENTILES}
+    picks = []
+    for name, lower in lower_ranks.items():
+        for suffix, rank in (("low", lower), ("high", lower + 1)):
+            picks.append(
+                func.max(case((ranked.c.rank == rank, ranked.c.value))).label(f"{name}_{suffix}")
+            )
+    return select(
+        ranked.c.key,
+        func.max(ranked.c.label).label("label"),
+        func.count().label("orders"),
+        func.sum(ranked.c.units).label("units"),
+        func.sum(ranked.c.value).label("revenue_cents"),
+        func.sum(ranked.c.lines).label("lines"),
+        *picks,
+    ).group_by(ranked.c.key)
+
+
+def _aggregate(start: date, end: date, group_by: str) -> tuple[dict[str, Any], int]:
+    """The report and the number of order lines it read."""
+    wait_in_database()
+    groups: list[dict[str, Any]] = []
+    totals = summary(orders=0, units=0, revenue=Decimal(0), percentiles=_no_percentiles())
+    lines = 0
+    for row in db.session.execute(_statement(start, end, group_by)).mappings():
+        figures = summary(
+            orders=row["orders"],
+            units=int(row["units"]),
+            revenue=Decimal(int(row["revenue_cents"])) / 100,
+            percentiles=_percentiles(row),
+        )
+        if row["key"] is None:
+            totals, lines = figures, int(row["lines"])
+            continue
+        key = row["key"].isoformat() if isinstance(row["key"], date) else str(row["key"])
+        label = key if group_by == "day" else row["label"]
+        groups.append({"key": key, "label": label, **figures})
+    groups.sort(key=lambda group: sort_key(group_by, group["key"]))
+    report = {"start": start, "end": end, "group_by": group_by, "totals": totals}
+    return {**report, "groups": groups}, lines
+
+
+def _percentiles(row: Any) -> dict[str, Decimal]:
+    count = row["orders"]
+    found = {}
+    for name, hundredths in PERCENTILES:
+        low = Decimal(int(row[f"{name}_low"])) / 100
+        high_cents = row[f"{name}_high"]  # none past the last rank: the lower value then
+        high = Decimal(int(high_cents)) / 100 if high_cents is not None else low
+        found[name] = interpolate(low, high, count, hundredths)
+    return found
+
+
+def _no_percentiles() -> dict[str, Decimal]:
+    return {name: Decimal(0) for name, _ in PERCENTILES}

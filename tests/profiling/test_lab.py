@@ -125,11 +125,11 @@ def test_a_short_lab_shows_what_each_tool_sees(wrk: str, tmp_path: Path) -> None
 
     # CPU-bound: the report's own span holds the time, py-spy names the report's code.
     cpu = by_name["cpu"]
-    assert cpu.spans[0].name == "reports.sales", cpu.spans[:3]
+    assert cpu.spans[0].name == "reports.sales_in_python", cpu.spans[:3]
     assert cpu.spans[0].share > 0.5
     on_cpu = cpu.recordings["cpu"].profile
     hot = on_cpu.top_self(10) + on_cpu.top_total(10, lambda file: file.startswith("service/"))
-    assert any(frame.file == "service/reports/service.py" for frame in hot), hot
+    assert any(frame.file == "service/reports/reference.py" for frame in hot), hot
 
     # IO-bound: the traces name the slow dependency call or statement; the on-CPU profile
     # holds far fewer samples than the one that counts waiting threads.
@@ -149,7 +149,7 @@ def test_a_short_lab_shows_what_each_tool_sees(wrk: str, tmp_path: Path) -> None
     assert len(links) == 8
     assert all((report.parent / link).is_file() for link in links)
     assert "payments.risk_check" in text
-    assert "reports.sales" in text
+    assert "reports.sales_in_python" in text
     summaries = list((tmp_path / "lab").glob("*/summary.json"))
     assert len(summaries) == 1
     assert set(json.loads(summaries[0].read_text())) == {"cpu", "io"}

@@ -8,7 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.auth.models import Scope
-from service.reports.service import percentile
+from service.reports.reference import percentile
 from tests.conftest import bearer_headers
 from tests.factories import Factories
 
@@ -25,10 +25,10 @@ def client(app: Flask) -> FlaskClient:
 
 def test_percentile_interpolates_like_numpy() -> None:
     values = [Decimal(v) for v in ("1", "2", "3", "4")]
-    assert percentile(values, Decimal("0.5")) == Decimal("2.50")
-    assert percentile(values, Decimal("0.9")) == Decimal("3.70")
-    assert percentile([Decimal("5")], Decimal("0.99")) == Decimal("5.00")
-    assert percentile([], Decimal("0.5")) == Decimal("0")
+    assert percentile(values, 50) == Decimal("2.50")
+    assert percentile(values, 90) == Decimal("3.70")
+    assert percentile([Decimal("5")], 99) == Decimal("5.00")
+    assert percentile([], 50) == Decimal("0")
 
 
 @pytest.fixture
@@ -120,3 +120,61 @@ def test_sql_delay_knob_for_the_lab(backend: str, request: pytest.FixtureRequest
         db.engine.dispose()
     assert response.status_code == 200
     assert any("pg_sleep" in statement for statement in statements)
+
+
+def test_report_has_an_etag_and_answers_304(client: FlaskClient, sales: dict) -> None:
+    url = "/api/v1/reports/sales?from=2026-03-01&to=2026-03-02"
+    first = client.get(url)
+    assert first.status_code == 200
+    assert first.headers["ETag"]
+    again = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+
+
+def test_paid_and_cancelled_orders_and_renames_invalidate_the_cached_report(
+    client: FlaskClient, make: Factories, auth_headers: dict
+) -> None:
+    """Cached like the catalog: what an order's payment or cancellation changes is dropped."""
+    beans = make.product(name="Beans", price=Decimal("10.00"), stock=99)
+    today = datetime.now(UTC).date()
+    url = f"/api/v1/reports/sales?from={today}&to={today}&group_by=product"
+
+    def totals() -> tuple[int, str]:
+        report = client.get(url).json
+        return report["totals"]["orders"], ",".join(g["label"] for g in report["groups"])
+
+    assert totals() == (0, "")
+    make.order(items=[(beans, 1)])  # written behind the service's back: nothing invalidated
+    assert totals() == (0, "")  # so the cached report answers
+    body = {"customer_email": "a@example.com", "items": [{"product_id": beans.id, "quantity": 2}]}
+    placed = client.post("/api/v1/orders", json=body, headers=auth_headers)
+    assert placed.status_code == 201, placed.json
+    assert totals() == (2, "Beans")  # paid: the cached report was dropped
+    renamed = client.patch(
+        f"/api/v1/products/{beans.id}", json={"name": "Roasted beans"}, headers=auth_headers
+    )
+    assert renamed.status_code == 200
+    assert totals() == (2, "Roasted beans")
+    cancelled = client.post(f"/api/v1/orders/{placed.json['id']}/cancel", headers=auth_headers)
+    assert cancelled.status_code == 200
+    assert totals() == (1, "Roasted beans")
+
+
+@pytest.mark.parametrize("lab_routes", [False, True])
+def test_lab_route_serves_the_python_report_only_when_enabled(
+    backend: str, request: pytest.FixtureRequest, lab_routes: bool
+) -> None:
+    from tests.conftest import build_app
+
+    database = request.getfixturevalue("postgres_url" if backend == "postgres" else "sqlite_url")
+    app = build_app(database, LAB_ROUTES=lab_routes)
+    query = "from=2020-01-01&to=2020-01-31&group_by=category"
+    lab = app.test_client().get(f"/lab/sales-in-python?{query}")
+    api = app.test_client().get(f"/api/v1/reports/sales?{query}")
+    with app.app_context():
+        from service.extensions import db
+
+        db.engine.dispose()
+    assert lab.status_code == (200 if lab_routes else 404)
+    if lab_routes:
+        assert lab.json == api.json
