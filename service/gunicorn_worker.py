@@ -38,7 +38,7 @@ from gunicorn.http import errors as parse_errors
 from gunicorn.http.body import LengthReader
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.base import Worker
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from service.edge import security_headers
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
@@ -294,6 +294,7 @@ class DrainingThreadWorker(ThreadWorker):
         self.busy = 0  # connections handed to the thread pool and not yet back
         self.drain_deadline = 0.0
         self.reading: deque[TConn] = deque()  # in the order of their read deadlines
+        self.linger_until = 0.0  # once stopping: when connections that sent nothing close
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer_with_problem(self, req, client, addr, exc)
@@ -359,11 +360,17 @@ class DrainingThreadWorker(ThreadWorker):
         self.reading.remove(conn)
 
     def _expire_reading(self) -> None:
-        """408 to requests past their read deadline; idle connections just close, at once
-        when the worker is stopping."""
+        """408 to requests past their read deadline. A connection that sent nothing closes
+        then too, or STOP_KEEPALIVE_LINGER after the worker began to stop (as gthread does
+        with its kept-alive connections)."""
         now = time.monotonic()
+        if not self.alive and not self.linger_until:
+            self.linger_until = now + STOP_KEEPALIVE_LINGER
         for conn in list(self.reading):
-            if conn.timeout > now and (self.alive or conn.received):
+            deadline = conn.timeout
+            if not self.alive and not conn.received:
+                deadline = min(deadline, self.linger_until)
+            if deadline > now:
                 if self.alive:
                     break  # the rest have later deadlines
                 continue
