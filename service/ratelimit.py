@@ -40,6 +40,36 @@ class Limiter(flask_limiter.Limiter):
         super().init_app(app)
         # After the limiter's own hook, so it runs first (Flask runs them in reverse order).
         app.after_request(set_aside_retry_after)
+        self._remember_resolved_limits()
+
+    def _remember_resolved_limits(self) -> None:
+        """Resolve which limits apply to an endpoint once, not on every request.
+
+        Flask-Limiter resolves them per request (application, default, blueprint and
+        decorated limits, exemptions), about half of its own per-request work. Without a
+        callable limit the answer depends only on the arguments; a limit or decorator added
+        later resets what was remembered.
+        """
+        manager = self.limit_manager
+        resolve = manager.resolve_limits
+        resolved: dict[tuple[Any, ...], Any] = {}
+
+        def static() -> bool:
+            groups = [*manager._application_limits, *manager._default_limits]
+            groups += [g for limits in manager._decorated_limits.values() for g in limits]
+            groups += [g for limits in manager._blueprint_limits.values() for g in limits]
+            return not any(callable(group.limit_provider) for group in groups)
+
+        def remembered(app: Flask, *args: Any) -> Any:
+            key = (id(app), *args, len(manager._decorated_limits), len(manager._endpoint_hints))
+            found = resolved.get(key)
+            if found is None:
+                found = resolve(app, *args)
+                if static():
+                    resolved[key] = found
+            return found
+
+        manager.resolve_limits = remembered  # type: ignore[method-assign,assignment]
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "unix")
