@@ -46,15 +46,16 @@ THREADS4 = {"WEB_THREADS": "4"}
 PROFILED = {"PYROSCOPE_SERVER_ADDRESS": "{sink}"}
 UNCACHED_APP = "profiling.bench_apps:glassbox_app()"
 # The levers of issue 12's redesign, each switched off against the default (LEVERS below).
-# The default is the sync worker (one thread, a connection per request); this is the threaded
-# worker with one thread, connections kept alive (service/gunicorn_conf.py picks it for more).
-KEEPALIVE = {
-    "GUNICORN_CMD_ARGS": "--worker-class service.gunicorn_worker.DrainingThreadWorker --threads 1"
-}
+# The default is the threaded worker that reads requests whole and keeps connections alive
+# (service/gunicorn_conf.py); this is gunicorn's stock sync worker (a connection per request,
+# the default until issue 25), as the lever's other side.
+SYNC = {"GUNICORN_CMD_ARGS": "--worker-class sync"}
 NO_LOCAL_TIER = {"CACHE_LOCAL_ENTRIES": "0"}  # Redis only, no per-worker tier in front
 POOLER_SAFE = {"DATABASE_POOLER": "transaction"}  # the PgBouncer-safe path, not direct
-# The limiter on with a limit no run reaches: what remains is its storage round trip per
-# request. RATELIMIT_STORAGE_URI is not set, so its storage is REDIS_URL: the bench's Redis.
+# The limiter on with a limit no run reaches: what remains is its cost per request (a leased
+# allowance, service/ratelimit.py). RATELIMIT_STORAGE_URI is not set, so its storage is
+# REDIS_URL: the bench's Redis. With the cache hot and telemetry default, this is glassbox as
+# deployed (issue 25).
 LIMITED = {"RATELIMIT_ENABLED": "true", "RATELIMIT_DEFAULT": "100000000 per minute"}
 # The "before" variants run glassbox at BENCH_BASELINE_REF from a copy of that commit's files.
 # Its cached read keeps its entries under its own prefix: both cached variants share one
@@ -92,9 +93,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("product_cached_otel_100", PRODUCT, OTEL_ALL, ids="hot"),
     Variant("product_cached_profiled", PRODUCT, PROFILED, ids="hot", description="Pyroscope on"),
     # Each lever off, the rest as in the default variant it is compared with (LEVERS).
-    Variant("product_cached_keepalive", PRODUCT, KEEPALIVE, ids="hot", description="keep-alive"),
+    Variant("product_cached_sync", PRODUCT, SYNC, ids="hot", description="sync worker"),
     Variant("product_cached_no_local", PRODUCT, NO_LOCAL_TIER, ids="hot", description="Redis only"),
-    Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="limiter on"),
+    Variant("product_cached_limited", PRODUCT, LIMITED, ids="hot", description="as deployed"),
+    Variant(
+        "before_product_cached_limited",
+        PRODUCT,
+        LIMITED,
+        app=BEFORE_CACHED_APP,
+        ids="hot",
+        before=True,
+    ),
     Variant("product_cached_threads4", PRODUCT, THREADS4, ids="hot", description="4 threads"),
     Variant("product_cached_granian", PRODUCT, ids="hot", server="granian"),
     Variant(
@@ -108,7 +117,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
     Variant("product_uncached_otel_100", PRODUCT, {**NO_CACHE, **OTEL_ALL}, UNCACHED_APP, "all"),
-    Variant("product_uncached_keepalive", PRODUCT, {**NO_CACHE, **KEEPALIVE}, UNCACHED_APP, "all"),
+    Variant("product_uncached_sync", PRODUCT, {**NO_CACHE, **SYNC}, UNCACHED_APP, "all"),
     Variant("product_uncached_threads4", PRODUCT, {**NO_CACHE, **THREADS4}, UNCACHED_APP, "all"),
     Variant(
         "product_uncached_pooler_tx", PRODUCT, {**NO_CACHE, **POOLER_SAFE}, UNCACHED_APP, "all"
@@ -156,6 +165,14 @@ TARGETS: tuple[Target, ...] = (
     _rps(
         "cached read / peer's uncached read, telemetry default", "product_cached", PEER_PRODUCT, 1.0
     ),
+    _rps(
+        "as deployed (limiter on, telemetry default, cache hot) / peer",
+        "product_cached_limited",
+        PEER_PRODUCT,
+        0.9,
+        issue=25,
+    ),
+    _rps("cached read: limiter on / off", "product_cached_limited", "product_cached", 0.9, 25),
     _rps("uncached read / peer, telemetry default", "product_uncached", PEER_PRODUCT, 0.5),
     _rps("first page / peer's first page, telemetry default", "list_first", PEER_FIRST_PAGE, 0.5),
     _rps("cached read: telemetry default / off", "product_cached", "product_cached_otel_off", 0.95),
@@ -227,10 +244,10 @@ class Lever:
 
 
 LEVERS: tuple[Lever, ...] = (
-    Lever("keep-alive worker / sync", "product_cached_keepalive", "product_cached"),
-    Lever("keep-alive worker / sync", "product_uncached_keepalive", "product_uncached"),
-    Lever("4 threads, keep-alive / sync", "product_cached_threads4", "product_cached"),
-    Lever("4 threads, keep-alive / sync", "product_uncached_threads4", "product_uncached"),
+    Lever("reads whole, keep-alive / sync worker", "product_cached", "product_cached_sync"),
+    Lever("reads whole, keep-alive / sync worker", "product_uncached", "product_uncached_sync"),
+    Lever("4 threads / 1", "product_cached_threads4", "product_cached"),
+    Lever("4 threads / 1", "product_uncached_threads4", "product_uncached"),
     Lever("per-worker cache tier", "product_cached", "product_cached_no_local"),
     Lever("no pooler / transaction", "product_uncached", "product_uncached_pooler_tx"),
     Lever("no pooler / transaction", "list_first", "list_first_pooler_tx"),
@@ -243,6 +260,7 @@ LEVERS: tuple[Lever, ...] = (
 # Issue 12's goal reads, before (BENCH_BASELINE_REF) and after (this checkout).
 BEFORE_AFTER: tuple[tuple[str, str, str], ...] = (
     ("cached read", "before_product_cached", "product_cached"),
+    ("as deployed (limiter on)", "before_product_cached_limited", "product_cached_limited"),
     ("uncached read", "before_product_uncached", "product_uncached"),
     ("first page", "before_list_first", "list_first"),
 )

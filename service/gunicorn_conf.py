@@ -91,16 +91,9 @@ def worker_exit(server: Any, worker: Any) -> None:
     telemetry.shutdown()
 
 
-# Both workers answer the requests gunicorn's HTTP parser refuses as problem+json and, on
-# SIGTERM, also serve the connections queued on the listening socket instead of leaving
-# them to be reset (service/gunicorn_worker.py). One thread: the sync worker (a connection
-# per request); make bench measured the threaded keep-alive worker with one thread at
-# 0.86-0.87x its req/s on a cached read and 0.91-0.98x uncached (docs/measurement.md).
-# More threads: the threaded worker, which keeps connections alive and takes a connection
-# only while a thread is free (gunicorn would swap a *SyncWorker class for its stock gthread
-# worker anyway).
-worker_class = (
-    "service.gunicorn_worker.DrainingSyncWorker"
-    if threads == 1
-    else "service.gunicorn_worker.DrainingThreadWorker"
-)
+# The worker (service/gunicorn_worker.py): gunicorn's threaded worker, reading each request
+# whole on its event loop before a thread runs it (a client that stops sending holds a
+# socket, not a thread: no buffering proxy is needed in front), keeping connections alive,
+# answering the requests gunicorn's HTTP parser refuses as problem+json and, on SIGTERM,
+# serving the connections already queued instead of leaving them to be reset.
+worker_class = "service.gunicorn_worker.DrainingThreadWorker"

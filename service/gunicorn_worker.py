@@ -1,5 +1,5 @@
-"""gunicorn's sync worker, plus: problem+json for the server's own refusals, and on a
-graceful stop, serve what is already queued.
+"""gunicorn's threaded worker, plus: each request read whole before a thread runs it,
+problem+json for the server's own refusals, and on a graceful stop, serve what is queued.
 
 Refusals: gunicorn's HTTP parser refuses some requests before the app sees them (a request
 line or header section over the limits in service/gunicorn_conf.py, a malformed request
@@ -8,11 +8,11 @@ HTML page from `Worker.handle_error`. `answer_with_problem` answers the same err
 RFC 9457 application/problem+json document with the app's problem types and security
 headers; any gunicorn worker class can call it from its `handle_error`.
 
-Draining: on SIGTERM a sync worker finishes the request in hand and exits. Connections the
-kernel has already accepted into the listening socket's queue, waiting for a free worker,
-are then reset when the last worker closes the socket: requests a client sent before or
-just after the signal are lost. This worker takes those too before it exits, up to half of
-gunicorn's graceful_timeout.
+Draining: on SIGTERM a stock worker finishes the requests in hand and exits. Connections
+the kernel has already accepted into the listening socket's queue, waiting for a free
+worker, are then reset when the last worker closes the socket: requests a client sent
+before or just after the signal are lost. This worker takes those too before it exits, up
+to half of gunicorn's graceful_timeout.
 """
 
 from __future__ import annotations
@@ -20,20 +20,25 @@ from __future__ import annotations
 import errno
 import http
 import json
+import os
 import re
+import selectors
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.glogging import Logger
 from gunicorn.http import errors as parse_errors
+from gunicorn.http.body import LengthReader
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.base import Worker
-from gunicorn.workers.gthread import TConn, ThreadWorker
-from gunicorn.workers.sync import SyncWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from service.edge import security_headers
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
@@ -220,6 +225,47 @@ def log_safe_description(error: BaseException) -> str:
     return kind
 
 
+# A request's whole head and body must arrive within this many seconds of the worker
+# starting to wait for it (a new connection, or the next request on a kept-alive one);
+# then the worker answers 408 and closes. The budget of the app's own work starts after.
+REQUEST_READ_TIMEOUT = 10.0
+# Requests larger than this (head and body) are handed to a thread once this much has
+# arrived, and the thread reads the rest as it comes; the app refuses bodies over
+# MAX_CONTENT_LENGTH (1 MiB by default) with a 413 anyway.
+BUFFER_LIMIT = 2 * 1024 * 1024
+# A head that names no body framing carries no body: the common GET, decided without a parse.
+_BODY_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+
+REQUEST_TIMEOUT = ServerProblem(
+    408,
+    "request-timeout",
+    "Request timeout",
+    f"The request did not arrive whole within {REQUEST_READ_TIMEOUT:.0f} s.",
+)
+
+
+def whole_request(cfg: Any, received: bytes, peer: Any) -> bool:
+    """True once `received` holds a whole request, or enough for gunicorn's parser to
+    refuse it: a thread can then parse and serve it without waiting on the client.
+
+    gunicorn's own parser decides (on a copy), so framing is read exactly as the thread
+    will read it; a GET whose head has arrived needs only a search.
+    """
+    head_end = received.find(b"\r\n\r\n")
+    if head_end != -1 and not _BODY_FRAMING.search(received, 0, head_end):
+        return True
+    try:
+        request = next(RequestParser(cfg, [received], peer))
+        reader = request.body.reader
+        announced = reader.length if isinstance(reader, LengthReader) else None
+        body = request.body.read()  # from the copy: never waits
+    except (parse_errors.NoMoreData, StopIteration):
+        return False  # more is to come
+    except Exception:  # the parser refuses it: the thread answers that
+        return True
+    return announced is None or len(body) >= announced
+
+
 class NoAccessLogger(Logger):
     """gunicorn's logger without its access log: the app writes one JSON line per request
     (service/logs.py). gunicorn's `Logger.access` computes the access-log atoms for every
@@ -251,41 +297,31 @@ def accept_queued(listener: socket.socket, deadline: float) -> Iterator[tuple[An
         yield client, address
 
 
-class DrainingSyncWorker(SyncWorker):
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-        answer_with_problem(self, req, client, addr, exc)
-
-    def run(self) -> None:
-        super().run()  # returns once SIGTERM cleared `alive` (or the master is gone)
-        self.drain(deadline=time.monotonic() + self.cfg.graceful_timeout / 2)
-
-    def drain(self, *, deadline: float) -> None:
-        for listener in self.sockets:
-            for client, address in accept_queued(listener, deadline):
-                self.notify()  # still alive, for the master's timeout check
-                self.handle(listener, client, address)
-            # Close at once: a connection queued between the last accept and the exit of
-            # this process would be reset; once every copy is closed, new ones are refused.
-            listener.close()
-
-
 class DrainingThreadWorker(ThreadWorker):
     """gunicorn's gthread worker (threads, connections kept alive), plus:
 
-    * problem+json for the parser's refusals, as DrainingSyncWorker;
+    * it reads each request whole before a thread runs it, like a buffering proxy in
+      front: the worker's event loop collects the bytes as they arrive (`whole_request`
+      says when they are enough), so a client that stops mid-headers or mid-body holds
+      only a socket, never a thread; after REQUEST_READ_TIMEOUT it gets a 408. The stock
+      gthread worker waits up to 5 s for the first byte in a thread, then reads the rest
+      there without a deadline: one stalled client per thread stops the worker;
+    * problem+json for the parser's refusals (`answer_with_problem`);
     * balance: it takes a new connection only while one of its threads is free. The stock
       worker accepts until `worker_connections` (1000): with keep-alive, the worker whose
       poll woke first took every connection of a burst and kept them (measured here: one
       of two workers served all requests in 3 of 12 wrk runs, docs/deploy.md);
     * on SIGTERM it goes on taking queued and new connections while requests are in
       flight (up to half of graceful_timeout), answers them with `Connection: close`, then
-      serves what is still queued before it closes the socket, as DrainingSyncWorker.
+      serves what is still queued before it closes the socket.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.busy = 0  # connections handed to the thread pool and not yet back
         self.drain_deadline = 0.0
+        self.reading: deque[TConn] = deque()  # in the order of their read deadlines
+        self.linger_until = 0.0  # once stopping: when connections that sent nothing close
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer_with_problem(self, req, client, addr, exc)
@@ -293,9 +329,86 @@ class DrainingThreadWorker(ThreadWorker):
     # The main thread runs all three (the pool's results come back through its poller).
 
     def enqueue_req(self, conn: Any) -> None:
+        # gthread calls this for a new connection, a kept-alive one that became readable
+        # and one with pipelined bytes left; only a whole request goes to the threads.
+        if not getattr(conn, "whole", False) and not self.cfg.is_ssl:
+            self._read_request(conn)
+            return
+        conn.whole = False
         self.busy += 1
         super().enqueue_req(conn)
         self._open_or_close_door()
+
+    def _read_request(self, conn: Any) -> None:
+        conn.received = bytearray()
+        conn.timeout = time.monotonic() + REQUEST_READ_TIMEOUT
+        conn.sock.setblocking(False)
+        self.reading.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+            self._hand_over_if_whole(conn)  # pipelined behind the last request
+        else:
+            self._on_readable(conn, conn.sock)  # a kept-alive connection's bytes are there
+
+    def _on_readable(self, conn: Any, _sock: Any) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client closed, or reset the connection
+            self._stop_reading(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.received += data
+        self._hand_over_if_whole(conn)
+
+    def _hand_over_if_whole(self, conn: Any) -> None:
+        parser = conn.parser
+        held = parser.unreader.buf.getvalue() if parser is not None else b""
+        request = held + conn.received
+        if len(request) < BUFFER_LIMIT and not whole_request(self.cfg, request, conn.client):
+            return
+        self._stop_reading(conn)
+        conn.init()  # the parser, once per connection (blocking socket, for the thread)
+        conn.sock.setblocking(True)
+        unreader = conn.parser.unreader
+        unreader.buf.seek(0, os.SEEK_END)
+        unreader.buf.write(bytes(conn.received))
+        conn.received = bytearray()
+        conn.data_ready = True
+        conn.whole = True
+        self.enqueue_req(conn)
+
+    def _stop_reading(self, conn: Any) -> None:
+        self.poller.unregister(conn.sock)
+        self.reading.remove(conn)
+
+    def _expire_reading(self) -> None:
+        """408 to requests past their read deadline. A connection that sent nothing closes
+        then too, or STOP_KEEPALIVE_LINGER after the worker began to stop (as gthread does
+        with its kept-alive connections)."""
+        now = time.monotonic()
+        if not self.alive and not self.linger_until:
+            self.linger_until = now + STOP_KEEPALIVE_LINGER
+        for conn in list(self.reading):
+            deadline = conn.timeout
+            if not self.alive and not conn.received:
+                deadline = min(deadline, self.linger_until)
+            if deadline > now:
+                if self.alive:
+                    break  # the rest have later deadlines
+                continue
+            self._stop_reading(conn)
+            self.nr_conns -= 1
+            if conn.received:
+                try:
+                    util.write_nonblock(conn.sock, problem_bytes(REQUEST_TIMEOUT))
+                except OSError:
+                    self.log.debug("Failed to send the request timeout.")
+            conn.close()
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         self.busy -= 1
@@ -314,6 +427,7 @@ class DrainingThreadWorker(ThreadWorker):
         super().set_accept_enabled(taking and room)
 
     def murder_pending(self) -> None:
+        self._expire_reading()
         super().murder_pending()  # run() calls this once per turn of its loop, stopping too
         if not self.alive:
             self._open_or_close_door()  # closes once the drain deadline has passed

@@ -19,7 +19,7 @@ from gunicorn.config import Config
 
 from profiling import bench, bench_report
 from profiling.bench_report import Run
-from profiling.bench_variants import HOT_IDS, KEEPALIVE, LEVERS, VARIANTS, expand
+from profiling.bench_variants import HOT_IDS, LEVERS, SYNC, VARIANTS, expand
 from profiling.harness.git_tree import commit_of, extracted_tree, tree_env
 from profiling.harness.otlp import otlp_sink
 from profiling.harness.processes import free_port
@@ -48,11 +48,11 @@ def test_the_lever_table_prints_each_lever_with_and_without_per_round() -> None:
     runs = []
     for round_, limited in enumerate((50, 60, 70)):
         runs += [run("product_cached", round_, 100), run("product_cached_limited", round_, limited)]
-        runs += [run("product_cached_keepalive", round_, 80)]
+        runs += [run("product_cached_sync", round_, 125)]
     rows = bench_report.lever_rows(runs)
     # Only the levers whose two variants ran; the ratio is with / without.
     assert [(r["lever"], r["with"], r["without"]) for r in rows] == [
-        ("keep-alive worker / sync", "product_cached_keepalive", "product_cached"),
+        ("reads whole, keep-alive / sync worker", "product_cached", "product_cached_sync"),
         ("rate limiter (Redis)", "product_cached_limited", "product_cached"),
     ]
     assert rows[1]["ratios"] == pytest.approx([0.5, 0.6, 0.7])
@@ -65,7 +65,9 @@ def test_the_lever_table_prints_each_lever_with_and_without_per_round() -> None:
         printed,
         re.MULTILINE,
     )
-    assert re.search(r"^  keep-alive worker / sync .* 0\.80 0\.80 0\.80 +0\.80$", printed, re.M)
+    assert re.search(
+        r"^  reads whole, keep-alive / sync worker .* 0\.80 0\.80 0\.80 +0\.80$", printed, re.M
+    )
 
 
 def test_every_lever_names_two_variants_that_exist() -> None:
@@ -75,17 +77,16 @@ def test_every_lever_names_two_variants_that_exist() -> None:
         assert lever.on != lever.off
 
 
-def test_the_keepalive_lever_is_the_threaded_worker_with_one_thread() -> None:
+def test_the_sync_lever_is_gunicorns_sync_worker() -> None:
     # As gunicorn applies GUNICORN_CMD_ARGS over a config file (BaseApplication.load_config).
     config = Config()
-    config.set("worker_class", "gthread")
-    config.set("threads", 4)
-    args = config.parser().parse_args(shlex.split(KEEPALIVE["GUNICORN_CMD_ARGS"]))
+    config.set("worker_class", "service.gunicorn_worker.DrainingThreadWorker")
+    args = config.parser().parse_args(shlex.split(SYNC["GUNICORN_CMD_ARGS"]))
     for name, value in vars(args).items():
         if value is not None and name != "args":
             config.set(name.lower(), value)
-    assert config.worker_class_str == "service.gunicorn_worker.DrainingThreadWorker"
-    assert config.threads == 1
+    assert config.worker_class_str == "sync"
+    assert config.threads == 1  # more would make gunicorn run gthread instead
 
 
 def test_groups_expand_to_their_variants_once_each() -> None:

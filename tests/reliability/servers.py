@@ -23,12 +23,36 @@ import redis
 import requests
 
 from profiling.harness.gunicorn import GunicornServer
-from profiling.harness.processes import ROOT, free_port
+from profiling.harness.processes import ROOT, children_of, free_port, stop_group
 from profiling.harness.processes import wait_until as harness_wait_until
 
 PROJECT_ROOT = ROOT
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
 TEST_SECRET_KEY = "reliability-tests-secret-key-0123456789abcdef"
+
+
+class MakeServe(GunicornServer):
+    """`make serve` as a user runs it (migrations, then the server), in its own process group."""
+
+    def command(self) -> list[str]:
+        return ["make", "--no-print-directory", "serve"]
+
+    def worker_pids(self) -> set[int]:
+        # make -> (bash ->) the server's master -> its workers: the deepest generation.
+        generation = children_of(self.pid)
+        while generation:
+            below = {child for pid in generation for child in children_of(pid)}
+            if not below:
+                return generation
+            generation = below
+        return set()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM to the whole group (make passes no signal on), SIGKILL after `timeout`."""
+        if self.process is None:
+            return None
+        stop_group(self.process, timeout, term_group=True)
+        return super().stop(timeout)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> float:
