@@ -31,6 +31,7 @@ LONG_RUNNING = (
     "otel-collector",
     "jaeger",
     "prometheus",
+    "alertmanager",
     "loki",
     "pyroscope",
     "grafana",
@@ -257,6 +258,7 @@ def test_only_ui_ports_and_the_api_are_published_and_only_on_loopback(
         "api": 8000,
         "jaeger": 16686,
         "prometheus": 9090,
+        "alertmanager": 9093,
         # Their HTTP APIs (and Pyroscope's UI), for `make stack-check` from the host.
         "loki": 3100,
         "pyroscope": 4040,
