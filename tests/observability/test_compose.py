@@ -32,6 +32,7 @@ LONG_RUNNING = (
     "jaeger",
     "prometheus",
     "alertmanager",
+    "blackbox-exporter",
     "loki",
     "pyroscope",
     "grafana",
@@ -306,6 +307,15 @@ def test_prometheus_and_grafana_address_the_services_where_they_listen(
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0]
         for job in prometheus["scrape_configs"]
+        if job["job_name"] != "blackbox"
+    }
+    # The probes go through the exporter, to the services' own ports.
+    (blackbox,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "blackbox"]
+    assert blackbox["relabel_configs"][-1]["replacement"] == "blackbox-exporter:9115"
+    probed = {c["labels"]["service"]: c["targets"][0] for c in blackbox["static_configs"]}
+    assert probed == {
+        "glassbox-api": "http://api:8000/health/ready",
+        "glassbox-payments": "http://payments:8001/health/ready",
     }
     assert targets["otel-collector-exporter"] == f"otel-collector:{exporter_port}"
     assert targets["otel-collector"] == f"otel-collector:{telemetry['prometheus']['port']}"

@@ -149,7 +149,7 @@ class Stack:
 
     def evaluated_after(self, moment: float) -> None:
         """Wait for an evaluation of every rule group that started after `moment`."""
-        for rule in rules_of("record"):
+        for rule in always_recorded():
             wait_for(
                 lambda name=rule["record"]: any(
                     v > moment for v in self.values(f"min(timestamp({name}))")
@@ -437,14 +437,23 @@ def rules_of(kind: str) -> list[dict[str, Any]]:
     ]
 
 
+# Recorded only while an objective burns (rules/slo_budget.yml); promtool tests it.
+RECORDED_WHILE_BURNING = {"slo:time_to_exhaustion:seconds"}
+
+
+def always_recorded() -> list[dict[str, Any]]:
+    return [r for r in rules_of("record") if r["record"] not in RECORDED_WHILE_BURNING]
+
+
 def test_every_recording_rule_returns_data(stack: Stack) -> None:
-    for rule in rules_of("record"):
+    for rule in always_recorded():
         values = assert_finite_data(stack, rule["expr"], rule["record"])
         # Both services were scraped, each is recorded under its own job.
         recorded = stack.query(f'{rule["record"]}{{deployment_environment="{ENVIRONMENT}"}}')
         jobs = {sample["metric"]["job"] for sample in recorded["result"]}
         assert jobs == set(stack.targets), (rule["record"], jobs)
-        assert all(0 <= v <= 1 for v in values if math.isfinite(v)), (rule["record"], values)
+        if rule["record"].startswith("job:"):  # the shares of bad requests
+            assert all(0 <= v <= 1 for v in values if math.isfinite(v)), (rule["record"], values)
 
 
 def test_every_alert_expression_evaluates(stack: Stack) -> None:
@@ -456,7 +465,7 @@ def test_alerts_that_must_be_quiet_are_quiet(stack: Stack) -> None:
     """With both targets up and metrics arriving, these have nothing to say."""
     for name in (
         "PrometheusScrapeTargetDown",
-        "GlassboxTelemetryAbsent",
+        "GlassboxProcessesAbsent",
         "GlassboxDatabaseErrors",
         "GlassboxAvailabilityBudgetBurnFast",
         "GlassboxAvailabilityBudgetBurnSlow",

@@ -11,7 +11,6 @@ from observability.grafana.glassbox_dashboards.common import (
     LATENCY_BUDGET,
     LOG_SELECTOR,
     SELECTOR,
-    USER_TRAFFIC,
     graph,
     logs_panel,
     new_dashboard,
@@ -25,18 +24,11 @@ by_route = "http_route, http_request_method"
 errors_5xx = f'{HTTP_COUNT}{{{SELECTOR}, http_response_status_code=~"5.."}}'
 rate_all = f"sum(rate({HTTP_COUNT}{{{SELECTOR}}}[$__rate_interval]))"
 error_ratio = ratio_or_zero(f"sum(rate({errors_5xx}[$__rate_interval]))", rate_all, by="")
-budget_window = "30d"
-errors_30d = ratio_or_zero(
-    f'sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}, http_response_status_code=~"5.."}}'
-    f"[{budget_window}]))",
-    f"sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}}}[{budget_window}]))",
-    by="",
-)
-availability_left = f"1 - ({errors_30d}) / {AVAILABILITY_BUDGET}"
-latency_left = (
-    f'1 - (1 - sum(increase({HTTP_BUCKET}{{{USER_TRAFFIC}, le="0.3"}}[{budget_window}])) '
-    f"/ sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}}}[{budget_window}]))) / {LATENCY_BUDGET}"
-)
+# The budget left over the 30-day window, as rules/slo_budget.yml records it once per
+# evaluation (a raw 30-day increase() per panel refresh would outrun retention and the server).
+BUDGET_LEFT = 'slo:error_budget_remaining:ratio{deployment_environment=~"$env", job=~"$service"'
+availability_left = f'min({BUDGET_LEFT}, slo="availability"}})'
+latency_left = f'min({BUDGET_LEFT}, slo="latency"}})'
 budget_colours: list[tuple[float | None, str]] = [
     (None, "red"),
     (0.25, "orange"),
