@@ -22,7 +22,7 @@ from tests.observability.conftest import (
     load_yaml,
 )
 
-APP_SERVICES = ("api", "payments", "migrate")
+APP_SERVICES = ("api", "payments", "migrate", "reconcile")
 LONG_RUNNING = (
     "api",
     "payments",
@@ -33,6 +33,7 @@ LONG_RUNNING = (
     "prometheus",
     "alertmanager",
     "blackbox-exporter",
+    "reconcile",
     "loki",
     "pyroscope",
     "grafana",

@@ -84,10 +84,11 @@ def datasource_uids() -> dict[str, str]:
     return {d["uid"]: d["type"] for d in load_yaml(DATASOURCES)["datasources"]}
 
 
-def test_the_five_dashboards_are_provisioned() -> None:
+def test_the_six_dashboards_are_provisioned() -> None:
     assert [p.name for p in DASHBOARD_FILES] == [
         "business.json",
         "dependencies.json",
+        "payments.json",
         "profiles.json",
         "runtime.json",
         "service-overview.json",
@@ -162,7 +163,8 @@ def test_environment_and_instance_variables_narrow_every_query(
                 continue
             assert 'deployment_environment=~"$env"' in expr, panel["title"]
             # Recording rules aggregate instances away; everything else filters by instance.
-            if not expr.startswith(("job:slo_", "min(slo:")):
+            # ...and so do the reconciliation's gauges (one job per environment).
+            if not expr.startswith(("job:slo_", "min(slo:")) and "glassbox_reconcile_" not in expr:
                 assert 'instance=~"$instance"' in expr, panel["title"]
 
 

@@ -259,10 +259,22 @@ def stack(
         },
         tmp,
     )
+    # The orders/ledger reconciliation as a periodic job, scraped beside the services.
+    reconcile_port = free_port()
+    reconcile = Process(
+        "reconcile",
+        [
+            *(str(VENV_BIN / "flask"), "--app", "service", "orders", "reconcile"),
+            *("--every", "1", "--metrics-port", str(reconcile_port), "--metrics-host", "127.0.0.1"),
+        ],
+        {**base_env, "DATABASE_URL": postgres_url},
+        tmp / "reconcile.log",
+    )
     targets = {
         "glassbox-api": f"127.0.0.1:{api_port}",
         "glassbox-payments": f"127.0.0.1:{payments_port}",
     }
+    jobs = {**targets, "glassbox-reconcile": f"127.0.0.1:{reconcile_port}"}
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
@@ -273,7 +285,7 @@ def stack(
                     {"targets": [target], "labels": {"deployment_environment": ENVIRONMENT}}
                 ],
             }
-            for job, target in targets.items()
+            for job, target in jobs.items()
         ],
     }
     (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
@@ -289,7 +301,7 @@ def stack(
         {"PATH": base_env["PATH"]},
         tmp / "prometheus.log",
     )
-    processes = [payments, api, prometheus]
+    processes = [payments, api, reconcile, prometheus]
     live = Stack(
         prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         api_url=f"http://127.0.0.1:{api_port}",
@@ -311,8 +323,8 @@ def stack(
             lambda: requests.get(f"{live.prometheus_url}/-/ready", timeout=2).ok, "prometheus ready"
         )
         wait_for(
-            lambda: len(live.values('up{deployment_environment="test"} == 1')) == 2,
-            "both targets scraped",
+            lambda: len(live.values('up{deployment_environment="test"} == 1')) == len(jobs),
+            "every target scraped",
         )
         # Two bursts, each followed by a scrape that began after it ended, so that counters
         # grow while Prometheus watches: rate() and increase() then see the traffic.
