@@ -87,6 +87,19 @@ def test_every_rule_file_is_unit_tested() -> None:
     assert tested == {path.resolve() for path in RULE_FILES}
 
 
+def test_every_slo_recording_rule_is_unit_tested(rules: list[dict[str, Any]]) -> None:
+    """The slo:* series (rules/slo_budget.yml) each have a promql_expr_test of their value."""
+    tested = "\n".join(
+        check["expr"]
+        for path in RULE_TEST_FILES
+        for case in load_yaml(path)["tests"]
+        for check in case.get("promql_expr_test", [])
+    )
+    records = {rule["record"] for rule in rules if rule.get("record", "").startswith("slo:")}
+    assert records, "no slo:* recording rules"
+    assert {name for name in records if name not in tested} == set()
+
+
 def test_every_alert_is_tested_firing_and_quiet(alerts: list[dict[str, Any]]) -> None:
     firing: set[str] = set()
     quiet: set[str] = set()
