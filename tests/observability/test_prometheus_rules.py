@@ -148,7 +148,7 @@ def test_the_base_urls_of_the_annotations_are_absolute() -> None:
 
 def test_every_runbook_section_says_where_to_look(alerts: list[dict[str, Any]]) -> None:
     """Each alert's section: what it means, the first three things to check, the dashboard
-    and the Jaeger query to use."""
+    and the Jaeger query to use, and a mitigation with kubectl and compose commands."""
     sections = runbook_sections()
     for alert in alerts:
         text = sections[alert["alert"].lower()]
@@ -157,6 +157,11 @@ def test_every_runbook_section_says_where_to_look(alerts: list[dict[str, Any]]) 
         assert len(steps) >= 3, f"{alert['alert']}: fewer than three first things to look at"
         assert "Dashboard:" in text, alert["alert"]
         assert "Jaeger:" in text, alert["alert"]
+        # What to do about it, in production (Kubernetes) and in the compose stack.
+        mitigation = text.partition("**Mitigation**")[2]
+        assert mitigation.strip(), f"{alert['alert']}: no mitigation"
+        assert "kubectl" in text, alert["alert"]
+        assert "docker compose" in text, alert["alert"]
 
 
 def test_runbook_has_no_section_for_an_alert_that_does_not_exist(
