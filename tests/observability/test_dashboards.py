@@ -320,3 +320,43 @@ def test_a_flame_graph_per_endpoint_of_the_api() -> None:
             by_route[match.group(1)] = panel
     assert set(by_route) == routes
     assert len(graphs) == len(routes) + 1  # and one for the whole service
+
+
+def test_ratios_beside_rates_have_a_percent_axis_of_their_own(dashboard: dict[str, Any]) -> None:
+    """A ratio drawn on a rate's `short` axis is squashed near 0: each gets percent units on
+    the right axis."""
+    for panel in panels(dashboard):
+        if panel.get("type") != "timeseries":
+            continue
+        if panel["fieldConfig"]["defaults"].get("unit") == "percentunit":
+            continue
+        overridden = {
+            o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+            for o in panel["fieldConfig"].get("overrides", [])
+        }
+        for target in panel.get("targets", []):
+            legend = target.get("legendFormat", "")
+            if re.search(r"\b(ratio|share)\b", legend):
+                assert overridden.get(legend) == {
+                    "unit": "percentunit",
+                    "custom.axisPlacement": "right",
+                }, (panel["title"], legend)
+
+
+def test_objectives_and_burn_thresholds_are_drawn() -> None:
+    model = json.loads((DASHBOARD_DIR / "service-overview.json").read_text())
+    drawn = {
+        panel["title"]: sorted(
+            step["value"]
+            for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            if step["value"] is not None
+        )
+        for panel in panels(model)
+        if panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("thresholdsStyle")
+        == {"mode": "dashed"}
+    }
+    assert drawn == {
+        "Latency quantiles (exemplars link to Jaeger)": [0.3],
+        "Availability burn rate": [1, 6, 14.4],
+        "Latency burn rate": [1, 6, 14.4],
+    }

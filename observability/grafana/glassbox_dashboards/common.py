@@ -19,6 +19,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
+    DynamicConfigValue,
     Threshold,
     ThresholdsMode,
     VariableRefresh,
@@ -96,7 +97,12 @@ def graph(
     width: int = 12,
     exemplar: bool = False,
     stacked: bool = False,
+    lines: list[float] | None = None,
+    shares: Iterable[str] = (),
 ) -> timeseries.Panel:
+    """A time series panel; `lines` draws a dashed horizontal line at each value (an objective,
+    an alert's threshold); the series named in `shares` (legends) are ratios, drawn in percent
+    on an axis of their own on the right, not squashed near 0 on the rates' axis."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -116,6 +122,24 @@ def graph(
     )
     if stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    for legend in shares:
+        panel = panel.override_by_name(
+            legend,
+            [
+                DynamicConfigValue(id_val="unit", value="percentunit"),
+                DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            ],
+        )
+    if lines:
+        steps = [Threshold(value=None, color="transparent")]
+        steps += [Threshold(value=value, color="red") for value in sorted(lines)]
+        panel = panel.thresholds(
+            dashboard_builders.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
+        ).thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.DASHED
+            )
+        )
     for index, (expr, legend) in enumerate(targets):
         panel = panel.with_target(query(expr, legend, chr(ord("A") + index), exemplar))
     return panel

@@ -98,7 +98,7 @@ def _panels_2() -> list[Any]:
         graph(
             "Latency quantiles (exemplars link to Jaeger)",
             "Duration: p50, p95 and p99 of all requests; the dots are exemplars from the "
-            "OTLP path, each a trace in Jaeger. The SLO line is 300 ms.",
+            "OTLP path, each a trace in Jaeger. The dashed line is the SLO's 300 ms.",
             "s",
             [
                 (quantile(0.5, HTTP_BUCKET, SELECTOR), "p50"),
@@ -106,6 +106,7 @@ def _panels_2() -> list[Any]:
                 (quantile(0.99, HTTP_BUCKET, SELECTOR), "p99"),
             ],
             exemplar=True,
+            lines=[0.3],
         ),
         graph(
             "p95 latency by route",
@@ -153,7 +154,8 @@ def _panels_3() -> list[Any]:
         graph(
             "Availability burn rate",
             "How fast the 0.1% error budget burns (1 = exactly on budget for 30 days). "
-            "The fast-burn page fires above 14.4 on both 1h and 5m (or 6 on 6h and 30m).",
+            "The fast-burn page fires above 14.4 on both 1h and 5m (or 6 on 6h and 30m); "
+            "dashed lines at 14.4, 6 and 1.",
             "short",
             [
                 (
@@ -163,10 +165,12 @@ def _panels_3() -> list[Any]:
                 )
                 for window in ("5m", "1h", "6h")
             ],
+            lines=[1, 6, 14.4],
         ),
         graph(
             "Latency burn rate",
-            "How fast the 1% budget of requests slower than 300 ms burns (1 = on budget).",
+            "How fast the 1% budget of requests slower than 300 ms burns (1 = on budget). "
+            "Dashed: 14.4 and 6 (pages), 1 (on budget).",
             "short",
             [
                 (
@@ -176,6 +180,7 @@ def _panels_3() -> list[Any]:
                 )
                 for window in ("5m", "1h", "6h")
             ],
+            lines=[1, 6, 14.4],
         ),
     ]
 
