@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -360,3 +361,66 @@ def test_objectives_and_burn_thresholds_are_drawn() -> None:
         "Availability burn rate": [1, 6, 14.4],
         "Latency burn rate": [1, 6, 14.4],
     }
+
+
+def test_every_dashboard_marks_deploys(dashboard: dict[str, Any]) -> None:
+    (deploys,) = [a for a in dashboard["annotations"]["list"] if a["name"] == "Deploys"]
+    assert deploys["enable"] is True
+    assert deploys["datasource"]["uid"] == "prometheus"
+    assert "service_version" in deploys["expr"]
+
+
+def test_the_deploy_annotation_marks_a_new_version_for_ten_minutes(
+    promtool: str, tmp_path: Path
+) -> None:
+    """promtool evaluates the annotation's query: 0.1.0 runs, 0.2.0 replaces it at 30m; the
+    query answers 0.2.0 from 30m to 40m and nothing before or after."""
+    model = json.loads((DASHBOARD_DIR / "service-overview.json").read_text())
+    (deploys,) = [a for a in model["annotations"]["list"] if a["name"] == "Deploys"]
+    expr = deploys["expr"].replace("$service", "glassbox-api").replace("$env", "production")
+    labels = 'job="glassbox-api", deployment_environment_name="production", instance="w1"'
+    (tmp_path / "deploys_test.yml").write_text(
+        json.dumps(
+            {
+                "rule_files": [],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {
+                                "series": f'target_info{{{labels}, service_version="0.1.0"}}',
+                                "values": "1x29 stale",
+                            },
+                            {
+                                "series": f'target_info{{{labels}, service_version="0.2.0"}}',
+                                "values": "_x30 1x30",
+                            },
+                        ],
+                        "promql_expr_test": [
+                            {"expr": expr, "eval_time": "20m", "exp_samples": []},
+                            {
+                                "expr": expr,
+                                "eval_time": "35m",
+                                "exp_samples": [
+                                    {
+                                        "labels": '{job="glassbox-api", service_version="0.2.0"}',
+                                        "value": 1,
+                                    }
+                                ],
+                            },
+                            {"expr": expr, "eval_time": "45m", "exp_samples": []},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool, "test", "rules", "deploys_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -209,7 +209,25 @@ def new_dashboard(uid: str, title: str, description: str, tags: list[str]) -> An
             .include_vars(True)
             .keep_time(True)
         )
+        .annotation(
+            dashboard_builders.AnnotationQuery()
+            .name("Deploys")
+            .datasource(PROMETHEUS)
+            .enable(True)
+            .icon_color("#5794F2")
+            .expr(DEPLOYS)
+        )
     )
+
+
+# A deploy: a (service, version) pair that target_info did not have 10 minutes earlier. The
+# version is service.version, from the package metadata (service/version.py), on the OTLP
+# path's target_info (resource attributes); marked for the 10 minutes after it appears.
+_VERSIONS = (
+    "count by (job, service_version) "
+    '(target_info{job=~"$service", deployment_environment_name=~"$env"})'
+)
+DEPLOYS = f"{_VERSIONS} unless {_VERSIONS.replace('})', '} offset 10m)')}"
 
 
 # Logs (Loki, OTLP ingestion) and profiles (Pyroscope), joined to the traces by their ids.
