@@ -198,6 +198,20 @@ def _panels_3() -> list[Any]:
                 )
             ],
         ),
+        graph(
+            "Redis breaker openings",
+            "Times the Redis circuit breaker opened (Redis did not answer: cache bypassed, "
+            "rate limiter open) per Redis address; GlassboxRedisBreakerOpening opens a ticket.",
+            "short",
+            [
+                (
+                    "sum by (server_address) (increase(glassbox_redis_breaker_opened_total"
+                    f"{{{SELECTOR}}}[$__rate_interval])) or vector(0)",
+                    "{{server_address}}",
+                )
+            ],
+            width=24,
+        ),
     ]
 
 
