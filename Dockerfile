@@ -34,8 +34,13 @@ RUN uv sync --frozen --no-default-groups --no-install-project
 
 COPY service/ /app/service/
 COPY migrations/ /app/migrations/
+# The project's own metadata too (importlib.metadata gives service.version its release); the
+# code that runs is /app's (PYTHONPATH), the same files.
+COPY README.md ./
+COPY service/ ./service/
 # Byte-compile now: at run time the root filesystem is read-only and nothing is written.
-RUN /opt/venv/bin/python -m compileall -q /app/service /app/migrations
+RUN uv sync --frozen --no-default-groups --no-editable \
+    && /opt/venv/bin/python -m compileall -q /app/service /app/migrations
 
 # ---- profiler: py-spy for an ephemeral debug container beside a pod (docs/deploy.md) -----
 # Built only on request (`--target profiler`); it runs as root because ptrace needs it.

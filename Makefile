@@ -149,14 +149,16 @@ K8S_OVERLAY ?= prod
 # with compose) is copied under k8s/base; tests/deploy fails when the copy is stale.
 K8S_COLLECTOR_CONFIG := k8s/base/otel-collector-config.yaml
 K8S_LOKI_CONFIG := k8s/components/loki/loki-config.yaml
+K8S_ALERTMANAGER := k8s/components/alertmanager
 .PHONY: check-deploy manifests k8s-config
 
 check-deploy: venv  ## hadolint, kubectl kustomize (no flags) + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
 
-k8s-config:  ## Copy the collector's and Loki's configs from observability/ into k8s/ (after editing them)
+k8s-config:  ## Copy the collector's, Loki's and Alertmanager's configs from observability/ into k8s/ (after editing them)
 	@cp observability/otel-collector/config.yaml $(K8S_COLLECTOR_CONFIG)
 	@cp observability/loki/config.yaml $(K8S_LOKI_CONFIG)
+	@cp observability/alertmanager/alertmanager.yml observability/alertmanager/render-receivers.sh $(K8S_ALERTMANAGER)/
 
 manifests: venv k8s-config  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl apply -k would apply them
 	@$(BIN)/kubectl kustomize k8s/overlays/$(K8S_OVERLAY)

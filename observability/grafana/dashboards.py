@@ -23,6 +23,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from observability.grafana.glassbox_dashboards.business import business
 from observability.grafana.glassbox_dashboards.dependencies import dependencies
 from observability.grafana.glassbox_dashboards.overview import service_overview
+from observability.grafana.glassbox_dashboards.payments import payments
 from observability.grafana.glassbox_dashboards.profiles import profiles
 from observability.grafana.glassbox_dashboards.runtime import runtime
 
@@ -32,6 +33,7 @@ DASHBOARDS = {
     "service-overview.json": service_overview,
     "dependencies.json": dependencies,
     "business.json": business,
+    "payments.json": payments,
     "runtime.json": runtime,
     "profiles.json": profiles,
 }

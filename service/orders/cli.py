@@ -8,6 +8,7 @@ import click
 from flask.cli import AppGroup
 
 from service.orders import service as orders
+from service.orders.reconcile_cli import reconcile_command
 
 orders_cli = AppGroup("orders", help="Order maintenance.")
 
@@ -24,3 +25,6 @@ def expire_pending(older_than: int) -> None:
     """Cancel pending orders whose payment never reached a decision; restore their stock."""
     count = orders.expire_pending(older_than=timedelta(seconds=older_than))
     click.echo(f"expired {count} pending orders", err=True)
+
+
+orders_cli.add_command(reconcile_command)

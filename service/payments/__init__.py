@@ -25,6 +25,7 @@ from service.errors import framework_problem
 from service.logs import configure_logging
 from service.payments.ledger import Ledger
 from service.payments.routes import blp, problem
+from service.version import __version__
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -37,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app = Flask(__name__)
     app.config.update(settings)
-    telemetry.init_app(app, service_name="glassbox-payments", service_version="0.1.0")
+    telemetry.init_app(app, service_name="glassbox-payments", service_version=__version__)
     app.extensions["glassbox.payments.ledger"] = Ledger(settings["PAYMENTS_DATABASE_URL"])
     app.register_blueprint(blp)
     # A chunked body is read (or refused by gunicorn's parser) before the app runs, as in the

@@ -86,4 +86,6 @@ def test_dockerignore_lets_in_only_what_the_build_copies() -> None:
     for word, args in _instructions():
         if word == "COPY" and "--from" not in args:
             copied |= {source.rstrip("/") for source in args.split()[:-1]}
-    assert allowed == copied == {"pyproject.toml", "uv.lock", "service", "migrations"}
+    # README.md: the project's metadata (service.version) is built from pyproject.toml, which
+    # names it.
+    assert allowed == copied == {"pyproject.toml", "uv.lock", "README.md", "service", "migrations"}

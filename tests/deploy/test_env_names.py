@@ -96,7 +96,7 @@ def test_compose_sets_only_names_the_app_reads() -> None:
         if str(service.get("image", "")).startswith("glassbox:")
         or service.get("build", {}).get("context") == str(ROOT)
     }
-    assert set(app_services) == {"api", "payments", "migrate"}
+    assert set(app_services) == {"api", "payments", "migrate", "reconcile"}
     known = all_variable_names()
     for name, service in app_services.items():
         unknown = set(service.get("environment", {})) - known

@@ -362,6 +362,14 @@ def test_every_request_thread_can_have_a_database_connection(
     [
         ("observability/otel-collector/config.yaml", "k8s/base/otel-collector-config.yaml"),
         ("observability/loki/config.yaml", "k8s/components/loki/loki-config.yaml"),
+        (
+            "observability/alertmanager/alertmanager.yml",
+            "k8s/components/alertmanager/alertmanager.yml",
+        ),
+        (
+            "observability/alertmanager/render-receivers.sh",
+            "k8s/components/alertmanager/render-receivers.sh",
+        ),
     ],
 )
 def test_the_config_copies_under_k8s_match_their_source(source: str, copy: str) -> None:

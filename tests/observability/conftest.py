@@ -40,6 +40,14 @@ INSTALL_PROMETHEUS = (
     "apt-get install -y -qq --no-install-recommends prometheus)"
 )
 
+INSTALL_ALERTMANAGER = (
+    "command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || "
+    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+    "apt-get install -y -qq --no-install-recommends prometheus-alertmanager)"
+)
+ALERTMANAGER_DIR = OBSERVABILITY / "alertmanager"
+ALERTMANAGER_CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
+
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
@@ -56,6 +64,34 @@ def prometheus_binaries() -> dict[str, str]:
     missing = [name for name, path in found.items() if path is None]
     assert not missing, f"not installed: {missing}"
     return {name: str(path) for name, path in found.items()}
+
+
+@pytest.fixture(scope="session")
+def alertmanager_binaries() -> dict[str, str]:
+    """Paths of Debian's amtool and Alertmanager (0.25), installing the package once if missing."""
+    names = ("amtool", "prometheus-alertmanager")
+    if not all(shutil.which(name) for name in names):
+        if os.geteuid() != 0:
+            pytest.fail("amtool is missing and only root can apt-get install it")
+        subprocess.run(["bash", "-c", INSTALL_ALERTMANAGER], check=True, timeout=600)
+    found = {name: shutil.which(name) for name in names}
+    assert all(found.values()), f"not installed: {found}"
+    return {name: str(path) for name, path in found.items()}
+
+
+def render_alertmanager_config(receivers: dict[str, str], out: Path) -> Path:
+    """alertmanager.yml with the webhooks of `receivers` ({variable: URL}), rendered by the
+    script compose and Kubernetes run (observability/alertmanager/render-receivers.sh)."""
+    result = subprocess.run(
+        ["sh", str(ALERTMANAGER_DIR / "render-receivers.sh"), str(ALERTMANAGER_CONFIG)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **receivers},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    out.write_text(result.stdout)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from tests.observability.conftest import (
     load_yaml,
 )
 
-APP_SERVICES = ("api", "payments", "migrate")
+APP_SERVICES = ("api", "payments", "migrate", "reconcile")
 LONG_RUNNING = (
     "api",
     "payments",
@@ -31,6 +31,9 @@ LONG_RUNNING = (
     "otel-collector",
     "jaeger",
     "prometheus",
+    "alertmanager",
+    "blackbox-exporter",
+    "reconcile",
     "loki",
     "pyroscope",
     "grafana",
@@ -257,6 +260,7 @@ def test_only_ui_ports_and_the_api_are_published_and_only_on_loopback(
         "api": 8000,
         "jaeger": 16686,
         "prometheus": 9090,
+        "alertmanager": 9093,
         # Their HTTP APIs (and Pyroscope's UI), for `make stack-check` from the host.
         "loki": 3100,
         "pyroscope": 4040,
@@ -304,6 +308,15 @@ def test_prometheus_and_grafana_address_the_services_where_they_listen(
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0]
         for job in prometheus["scrape_configs"]
+        if job["job_name"] != "blackbox"
+    }
+    # The probes go through the exporter, to the services' own ports.
+    (blackbox,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "blackbox"]
+    assert blackbox["relabel_configs"][-1]["replacement"] == "blackbox-exporter:9115"
+    probed = {c["labels"]["service"]: c["targets"][0] for c in blackbox["static_configs"]}
+    assert probed == {
+        "glassbox-api": "http://api:8000/health/ready",
+        "glassbox-payments": "http://payments:8001/health/ready",
     }
     assert targets["otel-collector-exporter"] == f"otel-collector:{exporter_port}"
     assert targets["otel-collector"] == f"otel-collector:{telemetry['prometheus']['port']}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -84,10 +85,11 @@ def datasource_uids() -> dict[str, str]:
     return {d["uid"]: d["type"] for d in load_yaml(DATASOURCES)["datasources"]}
 
 
-def test_the_five_dashboards_are_provisioned() -> None:
+def test_the_six_dashboards_are_provisioned() -> None:
     assert [p.name for p in DASHBOARD_FILES] == [
         "business.json",
         "dependencies.json",
+        "payments.json",
         "profiles.json",
         "runtime.json",
         "service-overview.json",
@@ -162,7 +164,8 @@ def test_environment_and_instance_variables_narrow_every_query(
                 continue
             assert 'deployment_environment=~"$env"' in expr, panel["title"]
             # Recording rules aggregate instances away; everything else filters by instance.
-            if not expr.startswith("job:slo_"):
+            # ...and so do the reconciliation's gauges (one job per environment).
+            if not expr.startswith(("job:slo_", "min(slo:")) and "glassbox_reconcile_" not in expr:
                 assert 'instance=~"$instance"' in expr, panel["title"]
 
 
@@ -194,7 +197,8 @@ def test_each_dashboard_shows_what_it_is_for() -> None:
         "job:slo_slow_requests:ratio_rate1h",
         'http_response_status_code=~"5.."',
         "sum by (http_route",
-        "[30d]",
+        # The 30-day budget as recorded (rules/slo_budget.yml), not a raw [30d] range.
+        "slo:error_budget_remaining:ratio",
     ):
         assert needle in overview, needle
     dependencies = exprs("dependencies.json")
@@ -235,7 +239,7 @@ def test_latency_panels_ask_for_exemplars(dashboard: dict[str, Any]) -> None:
 
 def test_datasources_have_fixed_uids_and_link_exemplars_to_jaeger() -> None:
     sources = {d["uid"]: d for d in load_yaml(DATASOURCES)["datasources"]}
-    assert set(sources) == {"prometheus", "jaeger", "loki", "pyroscope"}
+    assert set(sources) == {"prometheus", "jaeger", "loki", "pyroscope", "alertmanager"}
     prometheus = sources["prometheus"]
     assert prometheus["type"] == "prometheus"
     assert prometheus["isDefault"] is True
@@ -317,3 +321,106 @@ def test_a_flame_graph_per_endpoint_of_the_api() -> None:
             by_route[match.group(1)] = panel
     assert set(by_route) == routes
     assert len(graphs) == len(routes) + 1  # and one for the whole service
+
+
+def test_ratios_beside_rates_have_a_percent_axis_of_their_own(dashboard: dict[str, Any]) -> None:
+    """A ratio drawn on a rate's `short` axis is squashed near 0: each gets percent units on
+    the right axis."""
+    for panel in panels(dashboard):
+        if panel.get("type") != "timeseries":
+            continue
+        if panel["fieldConfig"]["defaults"].get("unit") == "percentunit":
+            continue
+        overridden = {
+            o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+            for o in panel["fieldConfig"].get("overrides", [])
+        }
+        for target in panel.get("targets", []):
+            legend = target.get("legendFormat", "")
+            if re.search(r"\b(ratio|share)\b", legend):
+                assert overridden.get(legend) == {
+                    "unit": "percentunit",
+                    "custom.axisPlacement": "right",
+                }, (panel["title"], legend)
+
+
+def test_objectives_and_burn_thresholds_are_drawn() -> None:
+    model = json.loads((DASHBOARD_DIR / "service-overview.json").read_text())
+    drawn = {
+        panel["title"]: sorted(
+            step["value"]
+            for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            if step["value"] is not None
+        )
+        for panel in panels(model)
+        if panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("thresholdsStyle")
+        == {"mode": "dashed"}
+    }
+    assert drawn == {
+        "Latency quantiles (exemplars link to Jaeger)": [0.3],
+        "Availability burn rate": [1, 6, 14.4],
+        "Latency burn rate": [1, 6, 14.4],
+    }
+
+
+def test_every_dashboard_marks_deploys(dashboard: dict[str, Any]) -> None:
+    (deploys,) = [a for a in dashboard["annotations"]["list"] if a["name"] == "Deploys"]
+    assert deploys["enable"] is True
+    assert deploys["datasource"]["uid"] == "prometheus"
+    assert "service_version" in deploys["expr"]
+
+
+def test_the_deploy_annotation_marks_a_new_version_for_ten_minutes(
+    promtool: str, tmp_path: Path
+) -> None:
+    """promtool evaluates the annotation's query: 0.1.0 runs, 0.2.0 replaces it at 30m; the
+    query answers 0.2.0 from 30m to 40m and nothing before or after."""
+    model = json.loads((DASHBOARD_DIR / "service-overview.json").read_text())
+    (deploys,) = [a for a in model["annotations"]["list"] if a["name"] == "Deploys"]
+    expr = deploys["expr"].replace("$service", "glassbox-api").replace("$env", "production")
+    labels = 'job="glassbox-api", deployment_environment_name="production", instance="w1"'
+    (tmp_path / "deploys_test.yml").write_text(
+        json.dumps(
+            {
+                "rule_files": [],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {
+                                "series": f'target_info{{{labels}, service_version="0.1.0"}}',
+                                "values": "1x29 stale",
+                            },
+                            {
+                                "series": f'target_info{{{labels}, service_version="0.2.0"}}',
+                                "values": "_x30 1x30",
+                            },
+                        ],
+                        "promql_expr_test": [
+                            {"expr": expr, "eval_time": "20m", "exp_samples": []},
+                            {
+                                "expr": expr,
+                                "eval_time": "35m",
+                                "exp_samples": [
+                                    {
+                                        "labels": '{job="glassbox-api", service_version="0.2.0"}',
+                                        "value": 1,
+                                    }
+                                ],
+                            },
+                            {"expr": expr, "eval_time": "45m", "exp_samples": []},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool, "test", "rules", "deploys_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""k8s/components/loki and k8s/components/pyroscope: on top of the dev overlay they render
+"""k8s/components/loki, pyroscope and alertmanager: on top of the dev overlay they render
 (`kubectl kustomize`), validate strictly (kubernetes-validate, the newest version the deploy
 checks use), give the collector's Loki exporter and the pods' PYROSCOPE_SERVER_ADDRESS a
 Service to reach, and run the images compose runs."""
@@ -27,7 +27,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [f"{root}/k8s/overlays/dev"],
-                "components": [f"{root}/k8s/components/loki", f"{root}/k8s/components/pyroscope"],
+                "components": [
+                    f"{root}/k8s/components/{name}"
+                    for name in ("loki", "pyroscope", "alertmanager")
+                ],
             }
         )
     )
@@ -74,8 +77,28 @@ def test_pods_profile_to_pyroscope(rendered: list[dict[str, Any]]) -> None:
     assert egress["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 4040}]
 
 
+def test_alertmanager_runs_compose_image_and_takes_webhooks_from_an_optional_secret(
+    rendered: list[dict[str, Any]],
+) -> None:
+    service = named(rendered, "Service", "alertmanager")
+    assert [p["port"] for p in service["spec"]["ports"]] == [9093]
+    alertmanager = named(rendered, "StatefulSet", "alertmanager")
+    (container,) = alertmanager["spec"]["template"]["spec"]["containers"]
+    assert f"image: {container['image']}\n" in (ROOT / "compose.yaml").read_text()
+    assert container["envFrom"] == [
+        {"secretRef": {"name": "glassbox-alertmanager", "optional": True}}
+    ]
+    assert "render-receivers.sh" in container["args"][0]
+    config = next(
+        d
+        for d in rendered
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("alertmanager")
+    )
+    assert set(config["data"]) == {"alertmanager.yml", "render-receivers.sh"}
+
+
 def test_every_component_says_what_it_is_for() -> None:
-    for name in ("loki", "pyroscope"):
+    for name in ("loki", "pyroscope", "alertmanager"):
         text = (ROOT / "k8s" / "components" / name / "kustomization.yaml").read_text()
         assert text.startswith("# Optional:"), name
     assert Path(ROOT / "k8s" / "components" / "loki" / "loki.yaml").exists()

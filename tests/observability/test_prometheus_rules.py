@@ -3,20 +3,25 @@ alert is tested both ways and links to its own section of docs/runbook.md."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.observability.conftest import (
+    DASHBOARD_DIR,
     PROMETHEUS_DIR,
     RULE_FILES,
     RULE_TEST_FILES,
     RUNBOOK,
     load_yaml,
 )
+
+DASHBOARD_UIDS = {json.loads(p.read_text())["uid"] for p in DASHBOARD_DIR.glob("*.json")}
 
 
 def run(command: list[str], cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
@@ -82,6 +87,19 @@ def test_every_rule_file_is_unit_tested() -> None:
     assert tested == {path.resolve() for path in RULE_FILES}
 
 
+def test_every_slo_recording_rule_is_unit_tested(rules: list[dict[str, Any]]) -> None:
+    """The slo:* series (rules/slo_budget.yml) each have a promql_expr_test of their value."""
+    tested = "\n".join(
+        check["expr"]
+        for path in RULE_TEST_FILES
+        for case in load_yaml(path)["tests"]
+        for check in case.get("promql_expr_test", [])
+    )
+    records = {rule["record"] for rule in rules if rule.get("record", "").startswith("slo:")}
+    assert records, "no slo:* recording rules"
+    assert {name for name in records if name not in tested} == set()
+
+
 def test_every_alert_is_tested_firing_and_quiet(alerts: list[dict[str, Any]]) -> None:
     firing: set[str] = set()
     quiet: set[str] = set()
@@ -104,16 +122,33 @@ def test_every_alert_has_summary_description_severity_and_runbook(
         annotations = alert.get("annotations", {})
         assert annotations.get("summary"), name
         assert annotations.get("description"), name
-        assert alert["labels"]["severity"] in ("page", "ticket"), name
-        path, _, anchor = annotations["runbook_url"].partition("#")
-        assert path == "docs/runbook.md", name
+        # The Prometheus mixins' severities, which observability/alertmanager/ routes.
+        assert alert["labels"]["severity"] in ("critical", "warning"), name
+        base, _, anchor = annotations["runbook_url"].partition("#")
+        assert base == "{{ $externalLabels.runbook_url }}", name
         assert anchor == name.lower(), f"{name}: runbook anchor {anchor!r}"
         assert anchor in sections, f"{name}: no section #{anchor} in docs/runbook.md"
+        grafana = "{{ $externalLabels.grafana_url }}"
+        dashboard = urlsplit(annotations["dashboard_url"].replace(grafana, "http://grafana"))
+        assert dashboard.netloc == "grafana", name
+        uid = dashboard.path.removeprefix("/d/")
+        assert uid in DASHBOARD_UIDS, f"{name}: no dashboard {uid}"
+
+
+def test_the_base_urls_of_the_annotations_are_absolute() -> None:
+    """runbook_url and dashboard_url start with external labels of prometheus.yml: absolute
+    URLs, clickable from a pager, Alertmanager or Grafana."""
+    labels = load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]["external_labels"]
+    for name in ("runbook_url", "grafana_url"):
+        url = urlsplit(labels[name])
+        assert url.scheme in ("http", "https"), name
+        assert url.netloc, name
+    assert labels["runbook_url"].endswith("/docs/runbook.md")
 
 
 def test_every_runbook_section_says_where_to_look(alerts: list[dict[str, Any]]) -> None:
     """Each alert's section: what it means, the first three things to check, the dashboard
-    and the Jaeger query to use."""
+    and the Jaeger query to use, and a mitigation with kubectl and compose commands."""
     sections = runbook_sections()
     for alert in alerts:
         text = sections[alert["alert"].lower()]
@@ -122,6 +157,11 @@ def test_every_runbook_section_says_where_to_look(alerts: list[dict[str, Any]]) 
         assert len(steps) >= 3, f"{alert['alert']}: fewer than three first things to look at"
         assert "Dashboard:" in text, alert["alert"]
         assert "Jaeger:" in text, alert["alert"]
+        # What to do about it, in production (Kubernetes) and in the compose stack.
+        mitigation = text.partition("**Mitigation**")[2]
+        assert mitigation.strip(), f"{alert['alert']}: no mitigation"
+        assert "kubectl" in text, alert["alert"]
+        assert "docker compose" in text, alert["alert"]
 
 
 def test_runbook_has_no_section_for_an_alert_that_does_not_exist(

@@ -98,6 +98,7 @@ def _panels_2() -> list[Any]:
                 ),
             ],
             width=24,
+            shares=["share of orders placed"],
         ),
     ]
 

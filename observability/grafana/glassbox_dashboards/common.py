@@ -19,6 +19,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
+    DynamicConfigValue,
     Threshold,
     ThresholdsMode,
     VariableRefresh,
@@ -96,7 +97,12 @@ def graph(
     width: int = 12,
     exemplar: bool = False,
     stacked: bool = False,
+    lines: list[float] | None = None,
+    shares: Iterable[str] = (),
 ) -> timeseries.Panel:
+    """A time series panel; `lines` draws a dashed horizontal line at each value (an objective,
+    an alert's threshold); the series named in `shares` (legends) are ratios, drawn in percent
+    on an axis of their own on the right, not squashed near 0 on the rates' axis."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -116,6 +122,24 @@ def graph(
     )
     if stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    for legend in shares:
+        panel = panel.override_by_name(
+            legend,
+            [
+                DynamicConfigValue(id_val="unit", value="percentunit"),
+                DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            ],
+        )
+    if lines:
+        steps = [Threshold(value=None, color="transparent")]
+        steps += [Threshold(value=value, color="red") for value in sorted(lines)]
+        panel = panel.thresholds(
+            dashboard_builders.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
+        ).thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.DASHED
+            )
+        )
     for index, (expr, legend) in enumerate(targets):
         panel = panel.with_target(query(expr, legend, chr(ord("A") + index), exemplar))
     return panel
@@ -185,7 +209,25 @@ def new_dashboard(uid: str, title: str, description: str, tags: list[str]) -> An
             .include_vars(True)
             .keep_time(True)
         )
+        .annotation(
+            dashboard_builders.AnnotationQuery()
+            .name("Deploys")
+            .datasource(PROMETHEUS)
+            .enable(True)
+            .icon_color("#5794F2")
+            .expr(DEPLOYS)
+        )
     )
+
+
+# A deploy: a (service, version) pair that target_info did not have 10 minutes earlier. The
+# version is service.version, from the package metadata (service/version.py), on the OTLP
+# path's target_info (resource attributes); marked for the 10 minutes after it appears.
+_VERSIONS = (
+    "count by (job, service_version) "
+    '(target_info{job=~"$service", deployment_environment_name=~"$env"})'
+)
+DEPLOYS = f"{_VERSIONS} unless {_VERSIONS.replace('})', '} offset 10m)')}"
 
 
 # Logs (Loki, OTLP ingestion) and profiles (Pyroscope), joined to the traces by their ids.

@@ -83,7 +83,8 @@ def _panels_1() -> list[Any]:
         ),
         graph(
             "Database operations per second and error ratio",
-            "Statements per second by operation, and the share that failed.",
+            "Statements per second by operation, and the share that failed (right axis; "
+            "IntegrityError, a designed answer, left out as GlassboxDatabaseErrors does).",
             "short",
             [
                 (
@@ -95,7 +96,8 @@ def _panels_1() -> list[Any]:
                 (
                     ratio_or_zero(
                         "sum(rate(db_client_operation_duration_seconds_count"
-                        f'{{{db_selector}, error_type!=""}}[$__rate_interval]))',
+                        f'{{{db_selector}, error_type!="", error_type!~".*IntegrityError"}}'
+                        "[$__rate_interval]))",
                         "sum(rate(db_client_operation_duration_seconds_count"
                         f"{{{db_selector}}}[$__rate_interval]))",
                         by="",
@@ -103,6 +105,7 @@ def _panels_1() -> list[Any]:
                     "error ratio",
                 ),
             ],
+            shares=["error ratio"],
         ),
     ]
 
@@ -159,6 +162,7 @@ def _panels_2() -> list[Any]:
                 ),
                 (ratio_or_zero(payments_failed, payments_all, by=""), "failure ratio"),
             ],
+            shares=["failure ratio"],
         ),
     ]
 
@@ -193,6 +197,20 @@ def _panels_3() -> list[Any]:
                     "rejected",
                 )
             ],
+        ),
+        graph(
+            "Redis breaker openings",
+            "Times the Redis circuit breaker opened (Redis did not answer: cache bypassed, "
+            "rate limiter open) per Redis address; GlassboxRedisBreakerOpening opens a ticket.",
+            "short",
+            [
+                (
+                    "sum by (server_address) (increase(glassbox_redis_breaker_opened_total"
+                    f"{{{SELECTOR}}}[$__rate_interval])) or vector(0)",
+                    "{{server_address}}",
+                )
+            ],
+            width=24,
         ),
     ]
 

@@ -11,7 +11,6 @@ from observability.grafana.glassbox_dashboards.common import (
     LATENCY_BUDGET,
     LOG_SELECTOR,
     SELECTOR,
-    USER_TRAFFIC,
     graph,
     logs_panel,
     new_dashboard,
@@ -25,18 +24,11 @@ by_route = "http_route, http_request_method"
 errors_5xx = f'{HTTP_COUNT}{{{SELECTOR}, http_response_status_code=~"5.."}}'
 rate_all = f"sum(rate({HTTP_COUNT}{{{SELECTOR}}}[$__rate_interval]))"
 error_ratio = ratio_or_zero(f"sum(rate({errors_5xx}[$__rate_interval]))", rate_all, by="")
-budget_window = "30d"
-errors_30d = ratio_or_zero(
-    f'sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}, http_response_status_code=~"5.."}}'
-    f"[{budget_window}]))",
-    f"sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}}}[{budget_window}]))",
-    by="",
-)
-availability_left = f"1 - ({errors_30d}) / {AVAILABILITY_BUDGET}"
-latency_left = (
-    f'1 - (1 - sum(increase({HTTP_BUCKET}{{{USER_TRAFFIC}, le="0.3"}}[{budget_window}])) '
-    f"/ sum(increase({HTTP_COUNT}{{{USER_TRAFFIC}}}[{budget_window}]))) / {LATENCY_BUDGET}"
-)
+# The budget left over the 30-day window, as rules/slo_budget.yml records it once per
+# evaluation (a raw 30-day increase() per panel refresh would outrun retention and the server).
+BUDGET_LEFT = 'slo:error_budget_remaining:ratio{deployment_environment=~"$env", job=~"$service"'
+availability_left = f'min({BUDGET_LEFT}, slo="availability"}})'
+latency_left = f'min({BUDGET_LEFT}, slo="latency"}})'
 budget_colours: list[tuple[float | None, str]] = [
     (None, "red"),
     (0.25, "orange"),
@@ -106,7 +98,7 @@ def _panels_2() -> list[Any]:
         graph(
             "Latency quantiles (exemplars link to Jaeger)",
             "Duration: p50, p95 and p99 of all requests; the dots are exemplars from the "
-            "OTLP path, each a trace in Jaeger. The SLO line is 300 ms.",
+            "OTLP path, each a trace in Jaeger. The dashed line is the SLO's 300 ms.",
             "s",
             [
                 (quantile(0.5, HTTP_BUCKET, SELECTOR), "p50"),
@@ -114,6 +106,7 @@ def _panels_2() -> list[Any]:
                 (quantile(0.99, HTTP_BUCKET, SELECTOR), "p99"),
             ],
             exemplar=True,
+            lines=[0.3],
         ),
         graph(
             "p95 latency by route",
@@ -161,7 +154,8 @@ def _panels_3() -> list[Any]:
         graph(
             "Availability burn rate",
             "How fast the 0.1% error budget burns (1 = exactly on budget for 30 days). "
-            "The fast-burn page fires above 14.4 on both 1h and 5m (or 6 on 6h and 30m).",
+            "The fast-burn page fires above 14.4 on both 1h and 5m (or 6 on 6h and 30m); "
+            "dashed lines at 14.4, 6 and 1.",
             "short",
             [
                 (
@@ -171,10 +165,12 @@ def _panels_3() -> list[Any]:
                 )
                 for window in ("5m", "1h", "6h")
             ],
+            lines=[1, 6, 14.4],
         ),
         graph(
             "Latency burn rate",
-            "How fast the 1% budget of requests slower than 300 ms burns (1 = on budget).",
+            "How fast the 1% budget of requests slower than 300 ms burns (1 = on budget). "
+            "Dashed: 14.4 and 6 (pages), 1 (on budget).",
             "short",
             [
                 (
@@ -184,6 +180,7 @@ def _panels_3() -> list[Any]:
                 )
                 for window in ("5m", "1h", "6h")
             ],
+            lines=[1, 6, 14.4],
         ),
     ]
 
