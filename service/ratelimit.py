@@ -200,6 +200,16 @@ class LeasedRedisStorage(RedisStorage):
         # Not forgotten once read: a 429's problem detail reads the reset before its headers do.
         return remembered[1] if remembered is not None else super().get_expiry(key)
 
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._leases.pop(key, None)
+        super().clear(key)
+
+    def reset(self) -> int | None:
+        with self._lock:
+            self._leases.clear()
+        return super().reset()
+
 
 def rate_limited_problem(breached: RequestLimit) -> Response:
     """The 429's problem: the allowance and when the next request is allowed (the same
@@ -215,16 +225,6 @@ def rate_limited_problem(breached: RequestLimit) -> Response:
             "Wait the seconds Retry-After gives before sending again."
         )
     )
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._leases.pop(key, None)
-        super().clear(key)
-
-    def reset(self) -> int | None:
-        with self._lock:
-            self._leases.clear()
-        return super().reset()
 
 
 def _limit_in(key: str) -> int | None:
