@@ -452,6 +452,8 @@ def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
         raise
     db.session.refresh(order)
     forget_products(item.product_id for item in order.items)
+    if OrderStatus.PAID in since:  # it may have been paid: the sales reports change
+        forget_sales()
     return True
 
 

@@ -170,7 +170,8 @@ def test_lab_route_serves_the_python_report_only_when_enabled(
     app = build_app(database, LAB_ROUTES=lab_routes)
     query = "from=2020-01-01&to=2020-01-31&group_by=category"
     lab = app.test_client().get(f"/lab/sales-in-python?{query}")
-    api = app.test_client().get(f"/api/v1/reports/sales?{query}")
+    operator = bearer_headers(app, f"lab-report-{lab_routes}", Scope.OPERATOR)
+    api = app.test_client().get(f"/api/v1/reports/sales?{query}", headers=operator)
     with app.app_context():
         from service.extensions import db
 
