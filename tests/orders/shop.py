@@ -38,7 +38,8 @@ class Shop:
     env: dict[str, str]  # the API's environment: the CLI runs with it
     database_url: str
     ledger_url: str
-    token: str = ""
+    token: str = ""  # a customer's key: places and cancels
+    operator_token: str = ""  # an operator's key: cancels any order (the backlog's too)
     jobs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
@@ -56,9 +57,10 @@ class Shop:
             timeout=60,
         )
 
-    def cancel(self, order_id: int) -> requests.Response:
+    def cancel(self, order_id: int, *, operator: bool = False) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.operator_token}"} if operator else self.headers
         return requests.post(
-            self.api.url(f"/api/v1/orders/{order_id}/cancel"), headers=self.headers, timeout=60
+            self.api.url(f"/api/v1/orders/{order_id}/cancel"), headers=headers, timeout=60
         )
 
     def stock_read(self, product_id: int) -> int:
@@ -82,7 +84,7 @@ class Shop:
 
     def sql(self, statement: str, *params: Any, ledger: bool = False) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.ledger_url if ledger else self.database_url) as connection:
-            cursor = connection.execute(statement, params)  # type: ignore[arg-type]
+            cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
 
     def add_backlog(self, count: int, product_id: int) -> None:
@@ -145,13 +147,22 @@ class Shop:
         return found
 
     def cancel_everything_open(self) -> list[str]:
-        """Every order can still be cancelled or is final: cancel each open one (the
-        gateway up); the answers that were not 200."""
+        """Every order can still be cancelled or is final: cancel each open one as an operator,
+        trying again after a 503 as its detail says (the gateway may still be answering what it
+        held); the answers that were not 200 in the end."""
         refused = []
         for (order_id,) in self.sql("SELECT id FROM orders WHERE status IN ('pending', 'paid')"):
-            answer = self.cancel(order_id)
-            if answer.status_code != 200:
-                refused.append(f"cancel of order {order_id}: {answer.status_code} {answer.text}")
+            answers: list[requests.Response] = []
+
+            def answered(order_id: int = order_id, answers: list[Any] = answers) -> bool:
+                answers.append(self.cancel(order_id, operator=True))
+                return bool(answers[-1].status_code != 503)
+
+            wait_until(answered, timeout=60, what=f"cancelling order {order_id}")
+            if answers[-1].status_code != 200:
+                refused.append(
+                    f"cancel of order {order_id}: {answers[-1].status_code} {answers[-1].text}"
+                )
         return refused
 
 
