@@ -5,8 +5,10 @@ with this checkout's `.venv` linked in, so nothing is reinstalled; every make ta
 runs for real (its own `uv sync` included). Servers bind free ports on 127.0.0.1 and are
 stopped, with their whole process group, at the end.
 
-`make load` and `make lab` take longer than CI's budget: they are collected only with
-GLASSBOX_SLOW_JOURNEYS=1 (test_slow_journeys.py; `make test PYTEST_ARGS=tests/journeys`).
+`.env` from the example, `make load` and `make lab` do not fit CI's time budget: they are
+collected only with GLASSBOX_SLOW_JOURNEYS=1 (test_slow_journeys.py), e.g.
+`GLASSBOX_SLOW_JOURNEYS=1 make test PYTEST_ARGS=tests/journeys`. GLASSBOX_JOURNEY_REF (default
+HEAD) names the commit to copy: the journeys against an older commit show what they find.
 """
 
 from __future__ import annotations
@@ -159,13 +161,15 @@ def journey_database() -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def prepared(tree: Path, database_url: str) -> dict[str, str]:
+def prepared(tree: Path, database_url: str, *, dev_key: bool = True) -> dict[str, str]:
     """What a user does before `make serve` (README, docs/measurement.md): the migrations,
-    demo data and the development key in DATABASE_URL; the environment of the next steps."""
+    demo data and (`dev_key`) the development key in DATABASE_URL; the environment of the
+    next steps."""
     env = user_env(DATABASE_URL=database_url)
     make(tree, "migrate", env=env)
     flask = str(tree / ".venv" / "bin" / "flask")
-    for args in (["seed", "--products", "120", "--orders", "60"], ["api-keys", "ensure-dev"]):
+    commands = [["seed", "--products", "120", "--orders", "60"]]
+    for args in commands + ([["api-keys", "ensure-dev"]] if dev_key else []):
         done = subprocess.run(
             [flask, "--app", "service", *args],
             cwd=tree,
