@@ -81,6 +81,7 @@ def test_make_profile_records_request_handling_in_every_recording(
     assert answers.requests > 0
     assert answers.by_status.get(401, 0) == 0, answers
     assert answers.by_status.get(429, 0) == 0, answers
+    assert not [status for status in answers.by_status if status >= 500], answers
     summary = (results / "summary.md").read_text()
     assert "Recorded without load" not in summary
     assert "No request handled" not in summary
