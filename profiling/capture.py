@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -175,6 +176,10 @@ def _stop_load(process: subprocess.Popen[bytes] | None) -> None:
         interrupt(process, timeout=30)
 
 
+# How the locustfile marks a failed request: CatchResponseError('status 429 Too Many …').
+_FAILED_STATUS = re.compile(r"\bstatus (\d{3})\b")
+
+
 @dataclass(frozen=True)
 class LoadAnswers:
     """What the Locust load's requests got, from its CSV reports."""
@@ -193,8 +198,8 @@ def load_answers(out: Path) -> LoadAnswers | None:
     if failures.exists():
         with failures.open(encoding="utf-8") as file:
             for row in csv.DictReader(file):
-                words = row["Error"].split()  # the locustfile's "status 429 Too Many …"
-                status = int(words[1]) if words[:1] == ["status"] and words[1].isdigit() else 0
+                found = _FAILED_STATUS.search(row["Error"])
+                status = int(found.group(1)) if found else 0
                 by_status[status] = by_status.get(status, 0) + int(row["Occurrences"])
     return LoadAnswers(int(total[0]["Request Count"]) if total else 0, by_status)
 

@@ -101,9 +101,10 @@ def test_the_summary_flags_a_recording_without_load_or_requests(tmp_path: Path) 
     )
     (tmp_path / "load_failures.csv").write_text(
         "Method,Name,Error,Occurrences\n"
-        "POST,/api/v1/orders,status 401 Unauthorized,3\n"
-        "GET,/api/v1/products,status 429 Too Many Requests,5\n"
-        "GET,/api/v1/products,status 429 Too Many Requests,2\n"
+        "POST,/api/v1/orders,CatchResponseError('status 401 Unauthorized'),3\n"
+        "GET,/api/v1/products,CatchResponseError('status 429 Too Many Requests'),5\n"
+        "GET,/api/v1/products?q=,CatchResponseError('status 429 Too Many Requests'),2\n"
+        "GET,/api/v1/products,CatchResponseError('invalid body: no items'),1\n"
     )
     args = capture._parse(["--seconds", "1"])
 
