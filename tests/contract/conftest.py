@@ -5,6 +5,7 @@ payments service behind orders; beside it the same API with its database unreach
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,13 @@ from tests.payments.gateway import SHARED_SECRET, start_gateway
 from tests.processes import Process, start_gunicorn
 from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
 
+# The npm packages the contract tests run (one install, from npm's cache after the first).
+NPM_PACKAGES = (
+    "openapi-typescript@7.13.0",
+    "typescript@5.9.3",
+    "@stoplight/spectral-cli@6.16.3",
+    "@stoplight/spectral-owasp-ruleset@2.0.1",
+)
 # Each API key (and the anonymous client address) gets this many requests a minute per worker
 # (memory:// storage counts per process): far more than the tests make, except on purpose.
 RATE_LIMIT = 200
@@ -98,3 +106,39 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture(scope="session")
 def server(service: Service) -> Process:
     return service.api
+
+
+@pytest.fixture(scope="session")
+def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The npm packages above installed in one prefix; its node_modules."""
+    prefix = tmp_path_factory.mktemp("npm")
+    done = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(prefix),
+            *NPM_PACKAGES,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return prefix / "node_modules"
+
+
+def run_node_tool(
+    node_modules: Path, tool: str, *args: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(node_modules / ".bin" / tool), *args],
+        cwd=cwd,
+        env={**os.environ, "NODE_PATH": str(node_modules)},  # for .spectral.yaml's extends
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
