@@ -32,9 +32,18 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 API_DESCRIPTION = """\
 A small shop (categories, products, orders, sales reports) built to be observed.
 
-Reads are public. Writes need an API key: `Authorization: Bearer <token>`
-(`make run` prints a development key). Lists are paginated with opaque cursors: pass
-`next_cursor` back as `cursor`. Every error is `application/problem+json` (RFC 9457).
+Catalog and report reads are public. Orders (reading them too) and every write need an API
+key: `Authorization: Bearer <token>` (`make run` prints a development key); each operation's
+`security` says which. Lists are paginated with opaque cursors: pass `next_cursor` back as
+`cursor` (or follow the `Link` header). A 201 names the new resource in `Location`; catalog
+writes answer its `ETag`, and PATCH and DELETE honour `If-Match` (412 when stale, not
+required). A retried `POST /orders` with the same `Idempotency-Key` answers the first order
+with `Idempotent-Replayed: true`.
+
+Every answer under /api/ carries `X-Trace-Id` and, while rate limiting is on, `RateLimit-*`;
+over the allowance is a 429 with `Retry-After`. Every error is `application/problem+json`
+(RFC 9457) with a `type` of the `urn:glassbox:problem:` family (the README lists them all)
+and the request's `trace_id`.
 """
 
 

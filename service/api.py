@@ -20,6 +20,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
+from service.edge import unobserved_path
 from service.errors import (
     PROBLEM_JSON,
     InvalidJson,
@@ -143,6 +144,48 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = StrictParser()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(self._prepare_contract_doc)
+
+    def _prepare_contract_doc(
+        self, doc: dict[str, Any], doc_info: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any]:
+        """What every operation answers beyond its own decorators (docs/api-contract.md): the
+        limiter's 429 and the database's 503, a bad cursor's 400, an unreadable body's
+        400/413/415, the headers each answer carries, and `security: []` on public ones."""
+        responses = doc.setdefault("responses", {})
+        parameters = [p for p in doc.get("parameters", []) if isinstance(p, dict)]
+        paginated = any(
+            p.get("in") == "query" and "cursor" in getattr(p.get("schema"), "fields", {})
+            for p in parameters
+        )
+        if "security" not in doc_info.get("manual_doc", {}):
+            doc["security"] = []  # public: no key needed
+        if unobserved_path((self.url_prefix or "") + "/"):
+            # Probes: not limited, not traced; a 422 only for a query string they do not take.
+            if 422 in responses:
+                responses[422] = {
+                    "description": "A query parameter was given (none is taken)",
+                    "content": {PROBLEM_JSON: {"schema": ProblemSchema}},
+                }
+            return doc
+        for status, response in responses.items():
+            if isinstance(response, dict):  # the operation's own answers; errors are refs
+                headers = response.setdefault("headers", {})
+                headers.update(API_HEADERS)
+                if paginated and 200 <= int(status) < 300:
+                    headers["Link"] = "LINK"
+        if paginated:
+            responses.setdefault(400, "INVALID_CURSOR")
+        if "requestBody" in doc:
+            responses.setdefault(400, "INVALID_JSON")
+            responses.setdefault(413, "REQUEST_ENTITY_TOO_LARGE")
+            responses.setdefault(415, "UNSUPPORTED_MEDIA_TYPE")
+        responses.setdefault(429, "TOO_MANY_REQUESTS")
+        responses.setdefault(503, "SERVICE_UNAVAILABLE")
+        return doc
+
     @staticmethod
     def _generate_etag(etag_data: Any, extra_data: Any = None) -> str:
         # `set_etag(version)` on a write gives the tag a GET of the same version gives.
@@ -212,6 +255,56 @@ class Blueprint(flask_smorest.Blueprint):
         return view
 
 
+# Header components (registered by Api), by the name a response carries them under.
+HEADERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "X-Trace-Id": (
+        "X_TRACE_ID",
+        {
+            "description": "The request's trace id (also in `traceresponse` and a problem's "
+            "`trace_id`): quote it when reporting a problem",
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        },
+    ),
+    "RateLimit-Limit": (
+        "RATELIMIT_LIMIT",
+        {
+            "description": "Requests allowed in the window (RATELIMIT_DEFAULT), per API key "
+            "or, without one, per client address; absent when rate limiting is off",
+            "schema": {"type": "integer"},
+        },
+    ),
+    "RateLimit-Remaining": (
+        "RATELIMIT_REMAINING",
+        {"description": "Requests left in the window", "schema": {"type": "integer"}},
+    ),
+    "RateLimit-Reset": (
+        "RATELIMIT_RESET",
+        {"description": "Seconds until the window resets", "schema": {"type": "integer"}},
+    ),
+    "Retry-After": (
+        "RETRY_AFTER",
+        {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}},
+    ),
+    "Link": (
+        "LINK",
+        {
+            "description": 'The next page: `<URL>; rel="next"` (absent on the last page)',
+            "schema": {"type": "string"},
+        },
+    ),
+}
+# Every answer under /api/ carries these (the limiter's only while it is enabled).
+API_HEADERS = {
+    name: HEADERS[name][0]
+    for name in ("X-Trace-Id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+}
+# Problem responses beyond one per status: (status, description).
+EXTRA_PROBLEMS = {
+    "INVALID_CURSOR": (400, "Invalid cursor: tampered, or from another list, sort or filter"),
+    "INVALID_JSON": (400, "Invalid JSON body: `detail` gives the line and column"),
+}
+
+
 def _reads_query(handler: Any) -> bool:
     parameters = getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
     return any(p.get("in") in ("query", "querystring") for p in parameters)
@@ -258,13 +351,25 @@ class Api(flask_smorest.Api):
         )
 
     def _register_responses(self) -> None:
-        # Same as flask-smorest's, but every error is documented as application/problem+json.
-        for status in http.HTTPStatus:
-            response: dict[str, Any] = {"description": status.phrase}
-            if not (100 <= status < 200) and status not in (204, 304):
+        # Same as flask-smorest's, but every error is documented as application/problem+json,
+        # with the headers every answer under /api/ carries (and Retry-After on 429 and 503).
+        for component, header in HEADERS.values():
+            self.spec.components.header(component, header, lazy=True)
+        problems = [(s.name, s.value, s.phrase) for s in http.HTTPStatus]
+        problems += [(name, status, text) for name, (status, text) in EXTRA_PROBLEMS.items()]
+        for name, status, description in problems:
+            response: dict[str, Any] = {"description": description}
+            if status == 304:
+                response["headers"] = {**API_HEADERS, "ETag": "ETAG"}
+            elif not (100 <= status < 200) and status != 204:
                 response["schema"] = self.ERROR_SCHEMA
+                response["headers"] = dict(API_HEADERS)
+                if status in (429, 503):
+                    response["headers"]["Retry-After"] = "RETRY_AFTER"
+                if status == 415:  # refused before the limiter counts the request
+                    response["headers"] = {"X-Trace-Id": "X_TRACE_ID"}
             prepare_response(response, self.spec, PROBLEM_JSON)
-            self.spec.components.response(status.name, response, lazy=True)
+            self.spec.components.response(name, response, lazy=True)
         response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
         prepare_response(response, self.spec, PROBLEM_JSON)
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)

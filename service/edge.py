@@ -135,7 +135,13 @@ def init_cors(app: Flask) -> None:
         app,
         resources={r"/api/*": {"origins": origins}},
         methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-Match",
+            "If-None-Match",
+        ],
         expose_headers=[
             "ETag",
             "Link",
@@ -144,6 +150,8 @@ def init_cors(app: Flask) -> None:
             "RateLimit-Limit",
             "RateLimit-Remaining",
             "RateLimit-Reset",
+            "X-Trace-Id",
+            "Idempotent-Replayed",
         ],
         supports_credentials=False,
         max_age=600,

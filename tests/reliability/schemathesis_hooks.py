@@ -10,6 +10,9 @@ runs on them.
   list, sort and filters); no generated string can be a valid one. Positive cases go
   without it. Bad cursors have their own tests (tests/test_pagination.py,
   tests/reliability/test_bad_input.py).
+- `If-Match`: the same, an ETag the server computed from the resource's current version;
+  a generated one is stale (412). Positive cases go without it (tests/catalog/
+  test_preconditions.py tests it).
 - `product_id` / `category_id` in request bodies: a reference must name an existing
   row (else 422); positive cases point at rows the test created
   (GLASSBOX_ST_PRODUCT_IDS, GLASSBOX_ST_CATEGORY_IDS). Ids in *paths* are left alone:
@@ -105,6 +108,8 @@ def _fix_headers(headers: MutableMapping[str, Any]) -> None:
     for name in list(headers):
         if name.lower() == "idempotency-key":
             headers[name] = f"st-{next(_KEYS)}"
+        elif name.lower() == "if-match":
+            del headers[name]
 
 
 @schemathesis.hook

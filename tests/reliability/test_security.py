@@ -326,3 +326,23 @@ def test_docs_render_the_operations_under_the_csp(
     assert len(blocks) == operations >= 17
     assert "Content Security Policy" not in result.stderr
     assert "Content-Security-Policy" in requests.get(server.url("/docs"), timeout=10).headers
+
+
+def test_cors_lets_a_browser_send_if_match_and_read_the_contract_headers(sqlite_url: str) -> None:
+    client = build_app(sqlite_url, CORS_ORIGINS=ORIGIN).test_client()
+    preflight = client.options(
+        "/api/v1/products/1",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, content-type, if-match",
+        },
+    )
+    allowed = {h.strip() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert "if-match" in {h.lower() for h in allowed}
+    exposed = client.get("/api/v1/products", headers={"Origin": ORIGIN}).headers[
+        "Access-Control-Expose-Headers"
+    ]
+    assert {"Idempotent-Replayed", "X-Trace-Id", "ETag", "Location"} <= {
+        h.strip() for h in exposed.split(",")
+    }

@@ -1,5 +1,6 @@
 """A user's view of the API contract: generate a Python client from the running server's
-/openapi.json with openapi-python-client and call the server through it."""
+/openapi.json with openapi-python-client and call the server through it (the server:
+tests/contract/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,42 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from service.config import DEFAULT_DEV_API_KEY
-from tests.processes import Process, start_gunicorn
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.processes import Process
+from tests.reliability.servers import VENV_BIN
 
 CLIENT_PACKAGE = "glassbox_client"
-
-
-def _flask(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "service", *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    tmp = tmp_path_factory.mktemp("client")
-    env = server_env(
-        GLASSBOX_ENV="development",
-        DATABASE_URL=f"sqlite:///{tmp / 'shop.db'}",
-        WEB_CONCURRENCY="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"),
-    )
-    setup = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    _flask(setup, "db", "upgrade")
-    _flask(setup, "seed", "--products", "20", "--orders", "0")
-    _flask(setup, "api-keys", "ensure-dev")
-    api = start_gunicorn("api", env, tmp / "api.log")
-    try:
-        yield api
-    finally:
-        api.stop()
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +100,6 @@ def test_generated_client_reads_products_and_places_an_order(
     refused = place_order.sync_detailed(client=anonymous, body=body)
     assert refused.status_code == 401
     assert isinstance(refused.parsed, models.Problem)
+    # The problem's trace is a field of the model, not an unknown extra.
+    assert refused.parsed.trace_id == refused.headers["X-Trace-Id"]
+    assert "trace_id" not in refused.parsed.additional_properties
