@@ -7,10 +7,12 @@ Creates and migrates its PostgreSQL database (BENCH_SCALE_DATABASE_URL), seeds i
 `--products` products and `--orders` orders with `flask seed` (timed: the seeding goal),
 then starts the API under gunicorn (one sync worker, 127.0.0.1, a free port) twice:
 
-- uncached (CACHE_TYPE=NullCache): the default 30-day report, by day, product and category
-  in turn, `--reports` times (its p99, and the worker's RSS before the first and after the
-  last), then `--searches` selective searches (`q=` a random 6-digit number);
-- cached (the in-process cache): one report to fill it, then `--reports` more (p99).
+- uncached (CACHE_TYPE=NullCache, REQUEST_BUDGET=25, the most it accepts): the default
+  30-day report, by day, product and category in turn, `--reports` times (its p99, and the
+  worker's RSS before the first and after the last), then `--searches` selective searches
+  (`q=` a random 6-digit number);
+- cached (the in-process cache, the same budget): one report to fill it, then
+  `--cached-reports` more (p99).
 
 It prints the issue's goals with the figure measured and PASS or FAIL, and writes
 bench-scale.json to `--out`. Timings are client-side (request sent to body read), one
@@ -57,7 +59,7 @@ class Goal:
     def verdict(self) -> str:
         if self.measured is None:
             return "n/a"
-        return "PASS" if self.measured <= self.target else "FAIL"
+        return "PASS" if self.measured <= self.target and not self.note else "FAIL"
 
 
 def p99(samples: Sequence[float]) -> float:
@@ -102,13 +104,18 @@ def prepare(url: str, products: int, orders: int) -> float | None:
     return seconds * orders / (orders - have_orders) if have_orders == 0 else None
 
 
-def timed(session: requests.Session, url: str) -> float:
+def timed(session: requests.Session, url: str, failures: list[str]) -> float:
+    """Seconds to the whole answer; a non-200 answer is counted in `failures` (and timed)."""
     started = time.perf_counter()
     response = session.get(url, timeout=120)
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
-        raise RuntimeError(f"GET {url}: {response.status_code} {response.text[:300]}")
+        failures.append(f"{response.status_code} after {elapsed:.1f} s: {url.split('?')[-1]}")
     return elapsed
+
+
+def _failed(failures: list[str]) -> str:
+    return f"{len(failures)} failed ({'; '.join(failures[:3])})" if failures else ""
 
 
 def _server_env(url: str, **extra: str) -> dict[str, str]:
@@ -127,28 +134,47 @@ def measure(settings: argparse.Namespace, out: Path) -> dict[str, Any]:
     rng = random.Random(29)  # noqa: S311 - search terms, not secrets
     session = requests.Session()
     report = "/api/v1/reports/sales?group_by={}"
-    uncached_env = _server_env(url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING="true")
+    # The largest request budget the API accepts, so that the figure is the report's own
+    # time even where it overruns the default 5 s (which would answer 503 instead).
+    uncached_env = _server_env(
+        url, CACHE_TYPE="NullCache", CACHE_NO_NULL_WARNING="true", REQUEST_BUDGET="25"
+    )
     with gunicorn(uncached_env, workers=1, log_path=out / "bench-scale-uncached.log") as api:
         (worker,) = api.worker_pids()
         rss_before = resident_bytes(worker)
+        uncached_failures: list[str] = []
         uncached = [
-            timed(session, api.url(report.format(GROUPINGS[n % len(GROUPINGS)])))
+            timed(
+                session,
+                api.url(report.format(GROUPINGS[n % len(GROUPINGS)])),
+                uncached_failures,
+            )
             for n in range(settings.reports)
         ]
         rss_after = resident_bytes(worker)
+        search_failures: list[str] = []
         searches = [
-            timed(session, api.url(f"/api/v1/products?q={rng.randrange(10**5, 10**6)}"))
+            timed(
+                session,
+                api.url(f"/api/v1/products?q={rng.randrange(10**5, 10**6)}"),
+                search_failures,
+            )
             for _ in range(settings.searches)
         ]
-    with gunicorn(_server_env(url), workers=1, log_path=out / "bench-scale-cached.log") as api:
-        timed(session, api.url(report.format("day")))  # fills the cache
-        cached = [timed(session, api.url(report.format("day"))) for _ in range(settings.reports)]
+    cached_env = _server_env(url, REQUEST_BUDGET="25")  # its first report fills the cache
+    with gunicorn(cached_env, workers=1, log_path=out / "bench-scale-cached.log") as api:
+        cached_failures: list[str] = []
+        timed(session, api.url(report.format("day")), cached_failures)  # fills the cache
+        cached = [
+            timed(session, api.url(report.format("day")), cached_failures)
+            for _ in range(settings.cached_reports)
+        ]
     products, orders = _counts(url)
     goals = [
-        Goal("report, 30 days, p99 uncached", 0.5, "s", p99(uncached)),
-        Goal("report, 30 days, p99 cached", 0.010, "s", p99(cached)),
+        Goal("report, 30 days, p99 uncached", 0.5, "s", p99(uncached), _failed(uncached_failures)),
+        Goal("report, 30 days, p99 cached", 0.010, "s", p99(cached), _failed(cached_failures)),
         Goal("worker RSS growth during the reports", 10, "MB", (rss_after - rss_before) / 2**20),
-        Goal("search, a selective term, p99", 0.020, "s", p99(searches)),
+        Goal("search, a selective term, p99", 0.020, "s", p99(searches), _failed(search_failures)),
         Goal(
             f"seeding {settings.orders:,} orders",
             180,
@@ -161,8 +187,9 @@ def measure(settings: argparse.Namespace, out: Path) -> dict[str, Any]:
         "products": products,
         "orders": orders,
         "reports": settings.reports,
+        "cached_reports": settings.cached_reports,
         "searches": settings.searches,
-        "uncached_median_s": statistics.median(uncached),
+        "uncached_s": uncached,
         "cached_median_s": statistics.median(cached),
         "search_median_s": statistics.median(searches),
         "goals": [{**asdict(goal), "verdict": goal.verdict} for goal in goals],
@@ -180,7 +207,8 @@ def _format(value: float | None, unit: str) -> str:
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['products']:,} products, {result['orders']:,} orders; "
-        f"{result['reports']} reports and {result['searches']} searches per figure",
+        f"{result['reports']} uncached and {result['cached_reports']} cached reports, "
+        f"{result['searches']} searches",
         f"{'goal':<40} {'target':>10} {'measured':>10}  verdict",
     ]
     for goal in result["goals"]:
@@ -198,7 +226,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--database-url", default=env("BENCH_SCALE_DATABASE_URL", DEFAULT_DATABASE_URL))
     add("--orders", type=int, default=int(env("BENCH_SCALE_ORDERS", "1000000")))
     add("--products", type=int, default=int(env("BENCH_SCALE_PRODUCTS", "1000000")))
-    add("--reports", type=int, default=30, help="report requests per figure")
+    add("--reports", type=int, default=30, help="uncached report requests")
+    add("--cached-reports", type=int, default=200, help="cached report requests")
     add("--searches", type=int, default=200, help="search requests")
     add("--out", type=Path, default=RESULTS)
     return parser

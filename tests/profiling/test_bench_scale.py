@@ -22,7 +22,8 @@ def test_the_table_prints_each_goal_with_its_verdict() -> None:
         {**vars(Goal("report, 30 days, p99 uncached", 0.5, "s", 0.123)), "verdict": "PASS"},
         {**vars(Goal("worker RSS growth", 10, "MB", 12.0)), "verdict": "FAIL"},
     ]
-    text = table({"products": 10, "orders": 20, "reports": 3, "searches": 4, "goals": goals})
+    result = {"products": 10, "orders": 20, "reports": 3, "cached_reports": 5, "searches": 4}
+    text = table({**result, "goals": goals})
     lines = text.splitlines()
     assert lines[0].startswith("10 products, 20 orders")
     assert lines[2].split()[-3:] == ["123.0", "ms", "PASS"]
