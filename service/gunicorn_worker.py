@@ -230,11 +230,14 @@ def log_safe_description(error: BaseException) -> str:
 # then the worker answers 408 and closes. The budget of the app's own work starts after.
 REQUEST_READ_TIMEOUT = 10.0
 # Requests larger than this (head and body) are handed to a thread once this much has
-# arrived, and the thread reads the rest as it comes; the app refuses bodies over
-# MAX_CONTENT_LENGTH (1 MiB by default) with a 413 anyway.
-BUFFER_LIMIT = 2 * 1024 * 1024
+# arrived, and the thread reads the rest as it comes: what one connection can make a
+# worker hold. The app refuses bodies over MAX_CONTENT_LENGTH (1 MiB by default) anyway.
+BUFFER_LIMIT = 1024 * 1024 + 64 * 1024
 # A head that names no body framing carries no body: the common GET, decided without a parse.
 _BODY_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+# A client that sends "Expect: 100-continue" waits for the server's 100 before its body: the
+# thread takes such a request at its head (gunicorn sends the 100 before the app runs).
+_EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.IGNORECASE)
 
 REQUEST_TIMEOUT = ServerProblem(
     408,
@@ -253,6 +256,8 @@ def whole_request(cfg: Any, received: bytes, peer: Any) -> bool:
     """
     head_end = received.find(b"\r\n\r\n")
     if head_end != -1 and not _BODY_FRAMING.search(received, 0, head_end):
+        return True
+    if head_end != -1 and _EXPECT.search(received, 0, head_end):
         return True
     try:
         request = next(RequestParser(cfg, [received], peer))

@@ -139,6 +139,8 @@ def test_a_client_reuses_its_connection(served: tuple[MakeServe, str]) -> None:
         (b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd", True),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", True),
+        # The client waits for a 100 before sending the body: the thread answers it.
+        (b"POST / HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n", True),
         # Refused by gunicorn's parser as soon as the request line is there: no waiting.
         (b"GET / HTTP/2.0\r\nHost: a", True),
         (b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", True),
