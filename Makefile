@@ -155,10 +155,11 @@ K8S_ALERTMANAGER := k8s/components/alertmanager
 check-deploy: venv  ## hadolint, kubectl kustomize (no flags) + kubernetes-validate 1.29-1.37, checkov, actionlint, workflow and compose schemas
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres" tests/deploy
 
-k8s-config:  ## Copy the collector's, Loki's and Alertmanager's configs from observability/ into k8s/ (after editing them)
+k8s-config:  ## Copy the collector's, Loki's, Alertmanager's and the blackbox exporter's configs from observability/ into k8s/ (after editing them)
 	@cp observability/otel-collector/config.yaml $(K8S_COLLECTOR_CONFIG)
 	@cp observability/loki/config.yaml $(K8S_LOKI_CONFIG)
 	@cp observability/alertmanager/alertmanager.yml observability/alertmanager/render-receivers.sh $(K8S_ALERTMANAGER)/
+	@cp observability/blackbox/blackbox.yml k8s/components/blackbox/blackbox.yml
 
 manifests: venv k8s-config  ## Print the manifests of K8S_OVERLAY (dev or prod), as kubectl apply -k would apply them
 	@$(BIN)/kubectl kustomize k8s/overlays/$(K8S_OVERLAY)

@@ -370,6 +370,7 @@ def test_every_request_thread_can_have_a_database_connection(
             "observability/alertmanager/render-receivers.sh",
             "k8s/components/alertmanager/render-receivers.sh",
         ),
+        ("observability/blackbox/blackbox.yml", "k8s/components/blackbox/blackbox.yml"),
     ],
 )
 def test_the_config_copies_under_k8s_match_their_source(source: str, copy: str) -> None:

@@ -1,4 +1,4 @@
-"""k8s/components/loki, pyroscope and alertmanager: on top of the dev overlay they render
+"""k8s/components/loki, pyroscope, alertmanager and blackbox: on top of the dev overlay they render
 (`kubectl kustomize`), validate strictly (kubernetes-validate, the newest version the deploy
 checks use), give the collector's Loki exporter and the pods' PYROSCOPE_SERVER_ADDRESS a
 Service to reach, and run the images compose runs."""
@@ -29,7 +29,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
                 "resources": [f"{root}/k8s/overlays/dev"],
                 "components": [
                     f"{root}/k8s/components/{name}"
-                    for name in ("loki", "pyroscope", "alertmanager")
+                    for name in ("loki", "pyroscope", "alertmanager", "blackbox")
                 ],
             }
         )
@@ -97,8 +97,22 @@ def test_alertmanager_runs_compose_image_and_takes_webhooks_from_an_optional_sec
     assert set(config["data"]) == {"alertmanager.yml", "render-receivers.sh"}
 
 
+def test_the_blackbox_exporter_may_probe_both_services(rendered: list[dict[str, Any]]) -> None:
+    exporter = named(rendered, "Deployment", "blackbox-exporter")
+    (container,) = exporter["spec"]["template"]["spec"]["containers"]
+    assert f"image: {container['image']}\n" in (ROOT / "compose.yaml").read_text()
+    allowed = named(rendered, "NetworkPolicy", "glassbox-from-blackbox-exporter")
+    ports = {p["port"] for p in allowed["spec"]["ingress"][0]["ports"]}
+    services = {
+        d["metadata"]["name"]: d["spec"]["ports"][0]["port"]
+        for d in rendered
+        if d["kind"] == "Service" and d["metadata"]["name"].startswith("glassbox-")
+    }
+    assert ports == {services["glassbox-api"], services["glassbox-payments"]}
+
+
 def test_every_component_says_what_it_is_for() -> None:
-    for name in ("loki", "pyroscope", "alertmanager"):
+    for name in ("loki", "pyroscope", "alertmanager", "blackbox"):
         text = (ROOT / "k8s" / "components" / name / "kustomization.yaml").read_text()
         assert text.startswith("# Optional:"), name
     assert Path(ROOT / "k8s" / "components" / "loki" / "loki.yaml").exists()
