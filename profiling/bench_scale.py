@@ -5,7 +5,7 @@
 
 Creates and migrates its PostgreSQL database (BENCH_SCALE_DATABASE_URL), seeds it up to
 `--products` products and `--orders` orders with `flask seed` (timed: the seeding goal),
-then starts the API under gunicorn (one sync worker, 127.0.0.1, a free port) twice:
+then starts the API under gunicorn (one worker, 127.0.0.1, a free port) twice:
 
 - uncached (CACHE_TYPE=NullCache, REQUEST_BUDGET=25, the most it accepts): the default
   30-day report, by day, product and category in turn, `--reports` times (its p99, and the
