@@ -22,7 +22,7 @@ import psycopg
 import requests
 
 from profiling.harness.processes import ROOT
-from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger_url, start_gateway
+from tests.payments.gateway import SHARED_SECRET, Gateway, postgres_ledger, start_gateway
 from tests.processes import Process, start_gunicorn
 from tests.reliability.blackhole import BlackHoleProxy, black_hole
 from tests.reliability.servers import server_env, wait_until
@@ -171,7 +171,13 @@ def running_shop(
     tmp: Path, database_url: str, redis_url: str, *, payments_timeout: str = "0.5"
 ) -> Iterator[Shop]:
     """Start the payments service, the proxy and the API; stop all of them afterwards."""
-    ledger_url = postgres_ledger_url(database_url)
+    with postgres_ledger(database_url) as ledger_url:
+        yield from _running_shop(tmp, database_url, redis_url, ledger_url, payments_timeout)
+
+
+def _running_shop(
+    tmp: Path, database_url: str, redis_url: str, ledger_url: str, payments_timeout: str
+) -> Iterator[Shop]:
     gateway = start_gateway(tmp, ledger_url, WEB_CONCURRENCY="2")
     try:
         target = urlsplit(gateway.base_url)
