@@ -105,12 +105,15 @@ def load_keys(count: int) -> Iterator[list[str]]:
     try:
         from service import create_app
         from service.auth import service as auth
+        from service.auth.models import Scope
 
         app = create_app({"LOG_LEVEL": "WARNING"})
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
         names = [f"make-profile-{stamp}-{n}" for n in range(count)]
         with app.app_context():
-            tokens = [auth.create_key(name=name) for name in names]
+            # Shoppers place orders (customer) and read the sales report (operator).
+            scopes = (Scope.CUSTOMER, Scope.OPERATOR)
+            tokens = [auth.create_key(name=name, scopes=scopes) for name in names]
     except Exception as exc:  # any reason (no database here): go on with the fallback key
         print(f"profile: no API keys for the load ({exc}); orders may answer 401", file=sys.stderr)
         yield []

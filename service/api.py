@@ -20,7 +20,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.routing import IntegerConverter
 
-from service.edge import unobserved_path
+from service.edge import unobserved_prefix
 from service.errors import (
     PROBLEM_JSON,
     InvalidJson,
@@ -162,7 +162,7 @@ class Blueprint(flask_smorest.Blueprint):
         )
         if "security" not in doc_info.get("manual_doc", {}):
             doc["security"] = []  # public: no key needed
-        if unobserved_path((self.url_prefix or "") + "/"):
+        if unobserved_prefix(self.url_prefix or ""):
             # Probes: not limited, not traced; a 422 only for a query string they do not take.
             if 422 in responses:
                 responses[422] = {

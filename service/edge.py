@@ -46,6 +46,11 @@ def unobserved_path(path: str) -> bool:
     return path in UNOBSERVED_PATHS
 
 
+def unobserved_prefix(prefix: str) -> bool:
+    """Whether a blueprint mounted at `prefix` serves exempt paths (the health probes)."""
+    return any(path.startswith(f"{prefix}/") for path in UNOBSERVED_PATHS)
+
+
 def unobserved_url_patterns() -> str:
     """UNOBSERVED_PATHS as OpenTelemetry's `excluded_urls`: regexes searched in the whole
     URL, so each is anchored to the path and ends before the query."""

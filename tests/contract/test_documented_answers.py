@@ -55,6 +55,8 @@ class Shop:
     anonymous: Client
     limited: Client  # a key whose allowance is used up
     down: Client
+    customer: Client  # keys of one scope each
+    operator: Client
 
     def category(self) -> dict[str, Any]:
         response = self.key("POST", "/api/v1/categories", json={"name": f"Cat {next(_names)}"})
@@ -83,7 +85,7 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(service: Service) -> Shop:
-    token = flask_cli(service.env, "api-keys", "create", f"limited-{next(_names)}").strip()
+    token = _new_key(service, "limited", "customer", "operator")
     limited = Client(service.api.base_url, token)
     # memory:// counts per worker, and workers take unequal shares: send until every worker
     # refuses (side by side, one connection each, as gunicorn's sync workers take them).
@@ -98,7 +100,14 @@ def shop(service: Service) -> Shop:
         anonymous=Client(service.api.base_url),
         limited=limited,
         down=Client(service.down.base_url, DEFAULT_DEV_API_KEY),
+        customer=Client(service.api.base_url, _new_key(service, "customer", "customer")),
+        operator=Client(service.api.base_url, _new_key(service, "operator", "operator")),
     )
+
+
+def _new_key(service: Service, name: str, *scopes: str) -> str:
+    options = [option for scope in scopes for option in ("--scope", scope)]
+    return flask_cli(service.env, "api-keys", "create", f"{name}-{next(_names)}", *options).strip()
 
 
 Case = Callable[[Shop, str, str], requests.Response]
@@ -152,14 +161,15 @@ def success(shop: Shop, method: str, template: str) -> requests.Response:
         retry = {"Idempotency-Key": f"contract-{next(_names)}"}
         assert shop.key(method, path, json=body, headers=retry).status_code == 201
         return shop.key(method, path, json=body, headers=retry)
-    client = shop.anonymous if method == "GET" and "orders" not in template else shop.key
+    public_read = method == "GET" and not template.startswith(("/api/v1/orders", "/api/v1/reports"))
+    client = shop.anonymous if public_read else shop.key
     return client(method, path, json=_valid_body(shop, method, template))
 
 
 def not_modified(shop: Shop, method: str, template: str) -> requests.Response:
     path = _path(shop, template)
-    etag = shop.anonymous("GET", path).headers["ETag"]
-    return shop.anonymous("GET", path, headers={"If-None-Match": etag})
+    etag = shop.key("GET", path).headers["ETag"]  # the sales report needs a key
+    return shop.key("GET", path, headers={"If-None-Match": etag})
 
 
 def bad_request(shop: Shop, method: str, template: str) -> requests.Response:
@@ -172,6 +182,14 @@ def bad_request(shop: Shop, method: str, template: str) -> requests.Response:
 
 def unauthorized(shop: Shop, method: str, template: str) -> requests.Response:
     return shop.anonymous(method, _path(shop, template), json=_valid_body(shop, method, template))
+
+
+def forbidden(shop: Shop, method: str, template: str) -> requests.Response:
+    """A valid key without the operation's scope: placing an order is the customer's, every
+    other operation that can answer 403 the operator's."""
+    placing = (method, template) == ("POST", "/api/v1/orders")
+    client = shop.operator if placing else shop.customer
+    return client(method, _path(shop, template), json=_valid_body(shop, method, template))
 
 
 def payment_declined(shop: Shop, method: str, template: str) -> requests.Response:
@@ -253,6 +271,7 @@ CASES: dict[int, Case] = {
     400: bad_request,
     401: unauthorized,
     402: payment_declined,
+    403: forbidden,
     404: not_found,
     409: conflict,
     412: precondition_failed,
