@@ -174,3 +174,14 @@ def test_cancel_while_the_payments_service_does_not_answer_is_503_and_changes_no
     assert shopper.cancel(order_id).status_code == 200
     assert shopper.stock_read(product.id) == 2
     assert shopper.held(order_id) == (["refunded"] if paid else ["voided"])
+
+
+def test_cancel_changes_only_its_own_order(shopper: Shopper, make: Factories) -> None:
+    """A mutant survived here (`Order.id == order.id` → `>=` in the cancel's UPDATE): with one
+    order per test, cancelling could have cancelled every later order too."""
+    product = make.product(stock=3)
+    first, second = (shopper.place(product.id).json for _ in range(2))
+    assert shopper.cancel(first["id"]).status_code == 200
+    assert shopper.status(second["id"]) == "paid"
+    assert shopper.held(second["id"]) == ["approved"]
+    assert shopper.stock_read(product.id) == 2
