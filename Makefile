@@ -69,6 +69,20 @@ test: venv  ## Run the tests (PostgreSQL and Redis too when TEST_DATABASE_URL / 
 	$(UV) sync --frozen --inexact --quiet --group bench  # the bench's peer is tested too
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Mutation testing of the money code (not in CI: hours). Mutates the files in place one at a
+# time: run it in a clean tree. Resumable: `make mutation MUTATION_INIT=` continues a session.
+COSMIC_RAY := $(UV) run --no-project --with cosmic-ray==8.7.0
+MUTATION_CONFIG := tests/mutation/cosmic-ray.toml
+MUTATION_SESSION ?= var/mutation.sqlite
+MUTATION_INIT ?= yes
+.PHONY: mutation
+mutation: venv  ## Mutation testing of service/orders and service/payments money code (cosmic-ray); survivors in var/mutation-survivors.txt
+	@mkdir -p var
+	$(if $(MUTATION_INIT),$(COSMIC_RAY) cosmic-ray init $(MUTATION_CONFIG) $(MUTATION_SESSION) --force)
+	$(if $(MUTATION_INIT),$(COSMIC_RAY) cr-filter-operators $(MUTATION_SESSION) $(MUTATION_CONFIG))
+	env -u TEST_DATABASE_URL -u TEST_REDIS_URL $(COSMIC_RAY) cosmic-ray exec $(MUTATION_CONFIG) $(MUTATION_SESSION)
+	$(COSMIC_RAY) cr-report $(MUTATION_SESSION) --surviving-only --show-diff | tee var/mutation-survivors.txt
+
 lint: venv  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

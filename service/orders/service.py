@@ -466,8 +466,8 @@ def _release_money(order: Order) -> None:
             gateway.void(order_id=order.id, amount=order.total, key=payment_key(order))
     except GatewayUnavailable as exc:
         raise PaymentUnavailable(
-            f"Order {order.id} was not cancelled: the payments service did not release "
-            f"its payment ({exc}). Try again shortly.",
+            f"Order {order.id} was not cancelled: the payments service did not confirm "
+            f"the release of its payment ({exc}). Cancel again shortly to finish.",
             order_id=order.id,
             order_status=order.status,
         ) from None

@@ -174,3 +174,16 @@ def test_cancel_while_the_payments_service_does_not_answer_is_503_and_changes_no
     assert shopper.cancel(order_id).status_code == 200
     assert shopper.stock_read(product.id) == 2
     assert shopper.held(order_id) == (["refunded"] if paid else ["voided"])
+
+
+def test_cancel_changes_only_its_own_order(shopper: Shopper, make: Factories) -> None:
+    """Two mutants survived with one order per test: `Order.id == order.id` → `>=` in the
+    cancel's UPDATE (it cancelled every later order too), and → `<=` in the order look-up."""
+    product = make.product(stock=3)
+    first, second = (shopper.place(product.id).json for _ in range(2))
+    assert shopper.cancel(first["id"]).status_code == 200
+    # and the look-up finds the order asked for (`Order.id == order_id` → `<=` survived too)
+    read = shopper.client.get(f"/api/v1/orders/{second['id']}", headers=shopper.headers)
+    assert (read.json["id"], read.json["status"]) == (second["id"], "paid")
+    assert shopper.held(second["id"]) == ["approved"]
+    assert shopper.stock_read(product.id) == 2

@@ -73,6 +73,14 @@ def test_a_replay_with_another_amount_or_order_is_refused(gateway: Gateway) -> N
     assert gateway.authorizations_of(538) == []
 
 
+def test_an_amount_finer_than_cents_is_refused(gateway: Gateway) -> None:
+    # 1.006 rounds up to 1.01: refused whichever way it would round (a mutant survived).
+    for amount in ("1.006", "1.004"):
+        refused = authorize(gateway, f"k-cents-{amount}", 61, amount)
+        assert refused.status_code == 422, refused.text
+    assert gateway.authorizations_of(61) == []
+
+
 def test_void_and_refund_are_idempotent_and_exclusive(gateway: Gateway) -> None:
     first = authorize(gateway, "k-void", 1, "5.00").json()["reference"]
     second = authorize(gateway, "k-refund", 2, "6.00").json()["reference"]
