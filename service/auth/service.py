@@ -110,10 +110,10 @@ def authenticate(*, token: str | None) -> ApiKey:
 
 def require_scope(key: ApiKey, *, any_of: Iterable[Scope]) -> None:
     """Raise InsufficientScope unless `key` holds at least one of `any_of`."""
-    wanted = tuple(any_of)
+    wanted = [str(scope) for scope in any_of]
     if key.scope_set.isdisjoint(wanted):
+        names = " or ".join(repr(scope) for scope in wanted)
         raise InsufficientScope(
-            f"This operation needs an API key with the {' or '.join(map(repr, map(str, wanted)))} "
-            f"scope; this key has {key.scopes!r}.",
-            required_scopes=[str(scope) for scope in wanted],
+            f"This operation needs an API key with the {names} scope; this key has {key.scopes!r}.",
+            required_scopes=wanted,
         )
