@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
 
 from profiling import capture
 from profiling.harness.processes import wait_until
 from tests.journeys.conftest import MakeServer, make, prepared, serving
+from tests.processes import search_until_every_worker_answered
 
 WORKERS = 2
 
@@ -33,32 +32,9 @@ def test_a_search_as_each_workers_first_request_answers(
     served: tuple[MakeServer, dict[str, str]],
 ) -> None:
     server, _ = served
-    statuses: Counter[int] = Counter()
-
-    def search(n: int) -> None:
-        response = requests.get(
-            f"{server.url}/api/v1/products?q=roast&limit={n % 4 + 1}",
-            headers={"Connection": "close"},
-            timeout=30,
-        )
-        statuses[response.status_code] += 1
-        if response.status_code == 200:
-            items = response.json()["items"]
-            assert items
-            assert all("roast" in item["name"].lower() for item in items)
-
-    def every_worker_searched() -> bool:
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(search, range(4)))
-        searched = {
-            record["pid"]
-            for record in server.records()
-            if record.get("logger") == "glassbox.access"
-            and record.get("path") == "/api/v1/products"
-        }
-        return len(searched) == WORKERS
-
-    wait_until(every_worker_searched, timeout=60, what="a search served by every worker")
+    statuses = search_until_every_worker_answered(
+        server.url, server.records, term="roast", workers=WORKERS
+    )
     assert statuses == Counter({200: statuses.total()}), statuses
 
 
