@@ -126,3 +126,18 @@ def test_parsing_arguments_builds_no_schema(
     monkeypatch.setattr(ma.Schema, "__init__", counting)
     assert client.get(url, headers=auth_headers).status_code == 200
     assert built == []
+
+
+def test_every_api_operation_states_its_security_429_and_trace(client: FlaskClient) -> None:
+    """In-process, the shape of what tests/contract holds to the running service."""
+    spec = client.get("/openapi.json").json
+    assert "trace_id" in spec["components"]["schemas"]["Problem"]["properties"]
+    assert "Reads are public" not in spec["info"]["description"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            assert "security" in operation, (path, method)
+            if path.startswith("/api/"):
+                assert "429" in operation["responses"], (path, method)
+                assert "503" in operation["responses"], (path, method)
