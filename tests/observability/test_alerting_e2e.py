@@ -173,6 +173,7 @@ def blackbox_job(exporter: str, targets: dict[str, str]) -> dict[str, Any]:
 def stack(
     prometheus_binaries: dict[str, str],
     alertmanager_binaries: dict[str, str],
+    blackbox_exporter: str,
     postgres_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
@@ -263,7 +264,7 @@ def stack(
         Process(
             "blackbox_exporter",
             [
-                "prometheus-blackbox-exporter",
+                blackbox_exporter,
                 f"--config.file={OBSERVABILITY / 'blackbox' / 'blackbox.yml'}",
                 f"--web.listen-address=127.0.0.1:{ports['blackbox']}",
             ],
