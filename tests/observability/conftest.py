@@ -1,7 +1,8 @@
-"""Fixtures for the monitoring stack's checks: paths, Debian's promtool/prometheus, Compose.
+"""Fixtures for the monitoring stack's checks: paths, Debian's Prometheus, Alertmanager and
+blackbox_exporter, Compose.
 
-promtool and prometheus come from Debian's `prometheus` package: installed once per session
-when missing (as root, the way CI runs), never mocked.
+The Debian packages are installed once per session when missing (as root, the way CI runs),
+never mocked.
 """
 
 from __future__ import annotations
@@ -34,17 +35,6 @@ STACK_SECRETS = {
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
 }
 
-INSTALL_PROMETHEUS = (
-    "command -v promtool >/dev/null && command -v prometheus >/dev/null || "
-    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-    "apt-get install -y -qq --no-install-recommends prometheus)"
-)
-
-INSTALL_ALERTMANAGER = (
-    "command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || "
-    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-    "apt-get install -y -qq --no-install-recommends prometheus-alertmanager)"
-)
 ALERTMANAGER_DIR = OBSERVABILITY / "alertmanager"
 ALERTMANAGER_CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
 
@@ -53,30 +43,41 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.fixture(scope="session")
-def prometheus_binaries() -> dict[str, str]:
-    """Paths of Debian's promtool and prometheus, installing the package once if missing."""
-    if not (shutil.which("promtool") and shutil.which("prometheus")):
+def debian_binaries(package: str, *names: str) -> dict[str, str]:
+    """Paths of `names` from Debian's `package`, installing it once if one is missing (as
+    root, the way CI runs; never mocked)."""
+    if not all(shutil.which(name) for name in names):
         if os.geteuid() != 0:
-            pytest.fail("promtool is missing and only root can apt-get install prometheus")
-        subprocess.run(["bash", "-c", INSTALL_PROMETHEUS], check=True, timeout=600)
-    found = {name: shutil.which(name) for name in ("promtool", "prometheus")}
+            pytest.fail(f"{names} missing and only root can apt-get install {package}")
+        install = (
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+            f"apt-get install -y -qq --no-install-recommends {package}"
+        )
+        subprocess.run(["bash", "-c", install], check=True, timeout=600)
+    found = {name: shutil.which(name) for name in names}
     missing = [name for name, path in found.items() if path is None]
     assert not missing, f"not installed: {missing}"
     return {name: str(path) for name, path in found.items()}
 
 
 @pytest.fixture(scope="session")
+def prometheus_binaries() -> dict[str, str]:
+    """Debian's promtool and prometheus (2.42)."""
+    return debian_binaries("prometheus", "promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
 def alertmanager_binaries() -> dict[str, str]:
-    """Paths of Debian's amtool and Alertmanager (0.25), installing the package once if missing."""
-    names = ("amtool", "prometheus-alertmanager")
-    if not all(shutil.which(name) for name in names):
-        if os.geteuid() != 0:
-            pytest.fail("amtool is missing and only root can apt-get install it")
-        subprocess.run(["bash", "-c", INSTALL_ALERTMANAGER], check=True, timeout=600)
-    found = {name: shutil.which(name) for name in names}
-    assert all(found.values()), f"not installed: {found}"
-    return {name: str(path) for name, path in found.items()}
+    """Debian's amtool and Alertmanager (0.25)."""
+    return debian_binaries("prometheus-alertmanager", "amtool", "prometheus-alertmanager")
+
+
+@pytest.fixture(scope="session")
+def blackbox_exporter() -> str:
+    """Debian's blackbox_exporter (0.23)."""
+    return debian_binaries("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")[
+        "prometheus-blackbox-exporter"
+    ]
 
 
 def render_alertmanager_config(receivers: dict[str, str], out: Path) -> Path:

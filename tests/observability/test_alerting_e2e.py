@@ -3,11 +3,12 @@ blackbox_exporter run the repository's rules, Alertmanager config (receivers ren
 render-receivers.sh, pointed at a webhook in this test) and probe module; the api and the
 payments service run under gunicorn (2 workers each) on PostgreSQL and Redis.
 
-Two faults:
+Two faults, and the inhibition rules:
 - the payments service fails every authorization (PAYMENTS_FAILURE_RATE=1): orders answer
   503, the availability SLO burns, GlassboxAvailabilityBudgetBurnFast must page;
 - the api is killed (SIGKILL to its whole process group): GlassboxServiceUnavailable (the
-  black-box probe) and GlassboxProcessesAbsent must page.
+  black-box probe) and GlassboxProcessesAbsent must page;
+- alerts posted to Alertmanager as Prometheus posts them: a page inhibits its own tickets only.
 
 Time is scaled for a test, and only the rules' side of it: Prometheus scrapes and evaluates
 every second, and every alert's `for` is divided by FOR_SCALE (1m -> 3 s, 2m -> 6 s).
@@ -145,6 +146,7 @@ class Stack:
     api: Any
     api_url: str
     prometheus_url: str
+    alertmanager_url: str
     webhook: Webhook
     shopper: dict[str, str]
     product_id: int
@@ -173,6 +175,7 @@ def blackbox_job(exporter: str, targets: dict[str, str]) -> dict[str, Any]:
 def stack(
     prometheus_binaries: dict[str, str],
     alertmanager_binaries: dict[str, str],
+    blackbox_exporter: str,
     postgres_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
@@ -263,7 +266,7 @@ def stack(
         Process(
             "blackbox_exporter",
             [
-                "prometheus-blackbox-exporter",
+                blackbox_exporter,
                 f"--config.file={OBSERVABILITY / 'blackbox' / 'blackbox.yml'}",
                 f"--web.listen-address=127.0.0.1:{ports['blackbox']}",
             ],
@@ -310,6 +313,7 @@ def stack(
             api=api,
             api_url=api.base_url,
             prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",
+            alertmanager_url=f"http://127.0.0.1:{ports['alertmanager']}",
             webhook=webhook,
             shopper={"Authorization": f"Bearer {key}"},
             product_id=product.id,
@@ -389,3 +393,53 @@ def test_a_killed_api_pages_by_probe_and_by_absence(stack: Stack) -> None:
     # The payments service still answers: nothing pages for it.
     assert not stack.webhook.firing("/page", "GlassboxServiceUnavailable", "glassbox-payments")
     print(f"killed-api pages after {time.monotonic() - killed:.1f} s")
+
+
+def test_a_page_inhibits_its_own_tickets_only(stack: Stack) -> None:
+    """Alerts posted to the running Alertmanager as Prometheus posts them: the fast burn of an
+    SLO silences the slow burn of the same SLO, service and environment, not another SLO's;
+    an unavailable service silences its other tickets."""
+
+    def alert(name: str, severity: str, job: str, **labels: str) -> dict[str, Any]:
+        return {
+            "labels": {
+                "alertname": name,
+                "severity": severity,
+                "job": job,
+                "deployment_environment": ENVIRONMENT,
+                **labels,
+            }
+        }
+
+    posted = [
+        alert("GlassboxAvailabilityBudgetBurnFast", "critical", "inhibit-a", slo="availability"),
+        alert("GlassboxAvailabilityBudgetBurnSlow", "warning", "inhibit-a", slo="availability"),
+        alert("GlassboxLatencyBudgetBurnSlow", "warning", "inhibit-a", slo="latency"),
+        alert("GlassboxAvailabilityBudgetBurnSlow", "warning", "inhibit-b", slo="availability"),
+        alert("GlassboxServiceUnavailable", "critical", "inhibit-c"),
+        alert("GlassboxDatabasePoolWaits", "warning", "inhibit-c"),
+    ]
+    response = requests.post(f"{stack.alertmanager_url}/api/v2/alerts", json=posted, timeout=10)
+    assert response.status_code == 200, response.text
+
+    def states() -> dict[tuple[str, str], bool] | None:
+        found = requests.get(
+            f"{stack.alertmanager_url}/api/v2/alerts",
+            params={"filter": 'job=~"inhibit-.*"'},
+            timeout=10,
+        ).json()
+        if len(found) < len(posted):
+            return None
+        return {
+            (a["labels"]["alertname"], a["labels"]["job"]): bool(a["status"]["inhibitedBy"])
+            for a in found
+        }
+
+    assert wait_for(states, "Alertmanager holding the posted alerts") == {
+        ("GlassboxAvailabilityBudgetBurnFast", "inhibit-a"): False,
+        ("GlassboxAvailabilityBudgetBurnSlow", "inhibit-a"): True,  # by its own fast burn
+        ("GlassboxLatencyBudgetBurnSlow", "inhibit-a"): False,  # another SLO
+        ("GlassboxAvailabilityBudgetBurnSlow", "inhibit-b"): False,  # another service
+        ("GlassboxServiceUnavailable", "inhibit-c"): False,
+        ("GlassboxDatabasePoolWaits", "inhibit-c"): True,  # a symptom of the outage
+    }
