@@ -13,10 +13,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
 from opentelemetry import trace
 from sqlalchemy import select, text, true
 
+from service import faults
 from service.catalog.models import Category, Product
 from service.database import CENT
 from service.extensions import db
@@ -150,9 +150,10 @@ def _sales_report(*, start: date | None, end: date | None, group_by: str) -> dic
     """
     end = end or datetime.now(UTC).date()
     start = start or default_start(end)
-    delay_ms = current_app.config.get("REPORTS_SQL_DELAY_MS", 0)
+    delay_ms = faults.value(faults.REPORTS_SQL_DELAY_MS)
     if delay_ms:
-        # The lab's slow query: time spent waiting on the database, invisible to a profiler.
+        # The lab's slow query (or the reportsSqlDelayMs fault): time spent waiting on the
+        # database, invisible to a profiler.
         db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": delay_ms / 1000})
     lines = _lines(start, end)
     key_of = _GROUP_KEYS[group_by]
