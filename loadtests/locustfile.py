@@ -9,6 +9,10 @@ soak), `--peak-users` (LOAD_PEAK_USERS) and `--shape-seconds` (LOAD_SECONDS) to 
 `--think-scale` (LOAD_THINK_SCALE) to shorten or lengthen think time; the API key for
 orders comes from GLASSBOX_API_KEY (default: the development key). Thresholds live in
 loadtests/thresholds.toml; a run that exceeds one exits with code 1.
+
+Every request starts a trace of its own (`traceparent`, sampled) and carries the baggage
+`synthetic_request=true`, as the OpenTelemetry Demo's load generator does: the service marks
+its span and metrics synthetic, and the SLOs leave them out. A failure names its trace id.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 import random
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -38,6 +43,7 @@ SEARCH_WORDS = ("blend", "roast", "kit", "mug", "set", "box", "dark", "bright", 
 SORTS = ("created_at", "-created_at", "price", "-price", "name")
 MONEY = re.compile(r"^-?\d+\.\d{2}$")
 ORDER_STATUSES = {"pending", "paid", "cancelled"}
+SYNTHETIC_BAGGAGE = "synthetic_request=true"
 # Picks what shoppers do; load generation, not secrets.
 rng = random.Random()  # noqa: S311
 
@@ -166,18 +172,41 @@ def _problem_title(response: Any) -> str:
         return ""
 
 
+def traced(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """`headers` and a new sampled W3C trace context, marked synthetic by its baggage."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return {
+        **(headers or {}),
+        "traceparent": f"00-{trace_id}-{span_id}-01",
+        "baggage": SYNTHETIC_BAGGAGE,
+    }
+
+
+def trace_of(response: Any) -> str:
+    """The trace id to look up: the server's X-Trace-Id, else the one this request sent."""
+    found = (response.headers or {}).get("X-Trace-Id")
+    if found:
+        return str(found)
+    request = getattr(response, "request", None)
+    sent = str((request.headers or {}).get("traceparent", "")) if request is not None else ""
+    parts = sent.split("-")
+    return parts[1] if len(parts) == 4 else "unknown"
+
+
 def accept(response: Any, status: int, check: Callable[[Any], object]) -> Any | None:
     """The JSON body when `response` has `status` and `check(body)` raises nothing; else the
     response is marked failed (with the status and problem title, or why the body is
-    invalid) and None is returned."""
+    invalid, and the trace id) and None is returned."""
     if response.status_code != status:
-        response.failure(f"status {response.status_code} {_problem_title(response)}")
+        response.failure(
+            f"status {response.status_code} {_problem_title(response)} (trace {trace_of(response)})"
+        )
         return None
     try:
         data = response.json()
         check(data)
     except (Invalid, ValueError) as exc:
-        response.failure(f"invalid body: {exc}")
+        response.failure(f"invalid body: {exc} (trace {trace_of(response)})")
         return None
     response.success()
     return data
@@ -214,7 +243,9 @@ class Shopper(FastHttpUser):
     # Reading the shop
 
     def _list_page(self, params: dict[str, Any], *, name: str) -> str | None:
-        with self.client.get(PRODUCTS, params=params, name=name, catch_response=True) as response:
+        with self.client.get(
+            PRODUCTS, params=params, headers=traced(), name=name, catch_response=True
+        ) as response:
             data = accept(response, 200, check_products_page)
         if data is None:
             return None
@@ -255,7 +286,7 @@ class Shopper(FastHttpUser):
             headers["If-None-Match"] = etag
         with self.client.get(
             f"{PRODUCTS}/{product_id}",
-            headers=headers,
+            headers=traced(headers),
             name=f"{PRODUCTS}/{{id}}",
             catch_response=True,
         ) as response:
@@ -271,7 +302,11 @@ class Shopper(FastHttpUser):
     def search(self) -> None:
         word = rng.choice(SEARCH_WORDS)
         with self.client.get(
-            PRODUCTS, params={"q": word}, name=f"{PRODUCTS}?q=", catch_response=True
+            PRODUCTS,
+            params={"q": word},
+            headers=traced(),
+            name=f"{PRODUCTS}?q=",
+            catch_response=True,
         ) as response:
             accept(response, 200, partial(check_search_results, word))
 
@@ -288,7 +323,7 @@ class Shopper(FastHttpUser):
             "items": [{"product_id": pid, "quantity": rng.randint(1, 2)} for pid in chosen],
         }
         with self.client.post(
-            ORDERS, json=body, headers=self.auth, name=ORDERS, catch_response=True
+            ORDERS, json=body, headers=traced(self.auth), name=ORDERS, catch_response=True
         ) as response:
             if response.status_code == 409:
                 response.success()
@@ -307,7 +342,10 @@ class Shopper(FastHttpUser):
             return
         order_id = rng.choice(self.my_orders)
         with self.client.get(
-            f"{ORDERS}/{order_id}", headers=self.auth, name=f"{ORDERS}/{{id}}", catch_response=True
+            f"{ORDERS}/{order_id}",
+            headers=traced(self.auth),
+            name=f"{ORDERS}/{{id}}",
+            catch_response=True,
         ) as response:
             accept(response, 200, check_order)
 
@@ -319,7 +357,7 @@ class Shopper(FastHttpUser):
         order_id = self.my_orders.pop(rng.randrange(len(self.my_orders)))
         with self.client.post(
             f"{ORDERS}/{order_id}/cancel",
-            headers=self.auth,
+            headers=traced(self.auth),
             name=f"{ORDERS}/{{id}}/cancel",
             catch_response=True,
         ) as response:
@@ -334,6 +372,7 @@ class Shopper(FastHttpUser):
         with self.client.get(
             "/api/v1/reports/sales",
             params={"group_by": group_by},
+            headers=traced(),
             name="/api/v1/reports/sales",
             catch_response=True,
         ) as response:
