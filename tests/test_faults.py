@@ -7,12 +7,14 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import sqlalchemy as sa
+from openfeature import api
 
 from service.catalog.models import Category
 from service.extensions import db
@@ -23,6 +25,13 @@ from tests.telemetry.otlp import serve_receiver, wait_for
 
 FLAGS_FILE = Path(__file__).resolve().parent.parent / "observability/flagd/glassbox.flagd.json"
 _keys = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _providers_shut_down() -> Iterator[None]:
+    """The in-process providers a test's apps started stop watching their files after it."""
+    yield
+    api.clear_providers()
 
 
 def write_flags(path: Path, **variants: str) -> None:
