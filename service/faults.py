@@ -11,6 +11,8 @@ Production refuses a flags file unless FAULTS_ALLOWED_IN_PRODUCTION=true (servic
 
 Every evaluation is an event `feature_flag.evaluation` on the current span (OpenFeature's
 OpenTelemetry hook), and a fault that is injected also sets `glassbox.fault.<flag>` on it.
+An evaluation costs ≈ 50 µs here (the SDK's hooks and flagd's evaluator), paid only where a
+flags file is set (cacheOff on every cached read): without one the SDK is not called.
 """
 
 from __future__ import annotations
