@@ -20,8 +20,15 @@ from service.catalog.models import Category
 from service.extensions import db
 from tests.conftest import build_app
 from tests.payments.gateway import Gateway, start_gateway
-from tests.telemetry.conftest import telemetry_env
+from tests.telemetry.conftest import (  # noqa: F401 - plain_requests: a fixture used below
+    plain_requests,
+    telemetry_env,
+)
 from tests.telemetry.otlp import serve_receiver, wait_for
+
+# The test's own calls carry no trace context even where an earlier test instrumented
+# `requests` in this process: the server, sampling by parent, would record nothing.
+pytestmark = pytest.mark.usefixtures("plain_requests")
 
 FLAGS_FILE = Path(__file__).resolve().parent.parent / "observability/flagd/glassbox.flagd.json"
 _keys = itertools.count()
