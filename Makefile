@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv runtime-venv run serve serve-payments migrate test lint format clean
+.PHONY: help venv runtime-venv run serve serve-payments migrate test lint format clean audit
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,13 @@ lint: venv  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The lock exported (every group), unless AUDIT_REQUIREMENTS names a requirements file.
+AUDIT_LOCK_EXPORT := var/audit-requirements.txt
+audit: venv  ## pip-audit over every locked package: fails on a known vulnerability, and on any package it could not check (--strict)
+	@mkdir -p var
+	$(if $(AUDIT_REQUIREMENTS),,$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt --quiet --output-file $(AUDIT_LOCK_EXPORT))
+	$(BIN)/pip-audit --requirement $(or $(AUDIT_REQUIREMENTS),$(AUDIT_LOCK_EXPORT)) --no-deps --disable-pip --strict --progress-spinner off
 
 format: venv  ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

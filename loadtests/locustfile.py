@@ -12,6 +12,10 @@ key of your own needs the customer and operator scopes). GLASSBOX_API_KEYS, a co
 list (`make profile` makes one key per shopper), gives each shopper the next key, sent with
 every request: each then has an allowance of its own. Thresholds live in
 loadtests/thresholds.toml; a run that exceeds one exits with code 1.
+
+Every request starts a trace of its own (`traceparent`, sampled) and carries the baggage
+`synthetic_request=true`, as the OpenTelemetry Demo's load generator does: the service marks
+its span and metrics synthetic, and the SLOs leave them out. A failure names its trace id.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import random
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -42,6 +47,7 @@ SEARCH_WORDS = ("blend", "roast", "kit", "mug", "set", "box", "dark", "bright", 
 SORTS = ("created_at", "-created_at", "price", "-price", "name")
 MONEY = re.compile(r"^-?\d+\.\d{2}$")
 ORDER_STATUSES = {"pending", "paid", "cancelled"}
+SYNTHETIC_BAGGAGE = "synthetic_request=true"
 # Picks what shoppers do; load generation, not secrets.
 rng = random.Random()  # noqa: S311
 # One key per shopper, in turn, when GLASSBOX_API_KEYS names several (see the docstring).
@@ -174,18 +180,41 @@ def _problem_title(response: Any) -> str:
         return ""
 
 
+def traced(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """`headers` and a new sampled W3C trace context, marked synthetic by its baggage."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return {
+        **(headers or {}),
+        "traceparent": f"00-{trace_id}-{span_id}-01",
+        "baggage": SYNTHETIC_BAGGAGE,
+    }
+
+
+def trace_of(response: Any) -> str:
+    """The trace id to look up: the server's X-Trace-Id, else the one this request sent."""
+    found = (response.headers or {}).get("X-Trace-Id")
+    if found:
+        return str(found)
+    request = getattr(response, "request", None)
+    sent = str((request.headers or {}).get("traceparent", "")) if request is not None else ""
+    parts = sent.split("-")
+    return parts[1] if len(parts) == 4 else "unknown"
+
+
 def accept(response: Any, status: int, check: Callable[[Any], object]) -> Any | None:
     """The JSON body when `response` has `status` and `check(body)` raises nothing; else the
     response is marked failed (with the status and problem title, or why the body is
-    invalid) and None is returned."""
+    invalid, and the trace id) and None is returned."""
     if response.status_code != status:
-        response.failure(f"status {response.status_code} {_problem_title(response)}")
+        response.failure(
+            f"status {response.status_code} {_problem_title(response)} (trace {trace_of(response)})"
+        )
         return None
     try:
         data = response.json()
         check(data)
     except (Invalid, ValueError) as exc:
-        response.failure(f"invalid body: {exc}")
+        response.failure(f"invalid body: {exc} (trace {trace_of(response)})")
         return None
     response.success()
     return data
@@ -225,7 +254,9 @@ class Shopper(FastHttpUser):
     # Reading the shop
 
     def _list_page(self, params: dict[str, Any], *, name: str) -> str | None:
-        with self.client.get(PRODUCTS, params=params, name=name, catch_response=True) as response:
+        with self.client.get(
+            PRODUCTS, params=params, headers=traced(), name=name, catch_response=True
+        ) as response:
             data = accept(response, 200, check_products_page)
         if data is None:
             return None
@@ -266,7 +297,7 @@ class Shopper(FastHttpUser):
             headers["If-None-Match"] = etag
         with self.client.get(
             f"{PRODUCTS}/{product_id}",
-            headers=headers,
+            headers=traced(headers),
             name=f"{PRODUCTS}/{{id}}",
             catch_response=True,
         ) as response:
@@ -282,7 +313,11 @@ class Shopper(FastHttpUser):
     def search(self) -> None:
         word = rng.choice(SEARCH_WORDS)
         with self.client.get(
-            PRODUCTS, params={"q": word}, name=f"{PRODUCTS}?q=", catch_response=True
+            PRODUCTS,
+            params={"q": word},
+            headers=traced(),
+            name=f"{PRODUCTS}?q=",
+            catch_response=True,
         ) as response:
             accept(response, 200, partial(check_search_results, word))
 
@@ -299,7 +334,7 @@ class Shopper(FastHttpUser):
             "items": [{"product_id": pid, "quantity": rng.randint(1, 2)} for pid in chosen],
         }
         with self.client.post(
-            ORDERS, json=body, headers=self.auth, name=ORDERS, catch_response=True
+            ORDERS, json=body, headers=traced(self.auth), name=ORDERS, catch_response=True
         ) as response:
             if response.status_code == 409:
                 response.success()
@@ -318,7 +353,10 @@ class Shopper(FastHttpUser):
             return
         order_id = rng.choice(self.my_orders)
         with self.client.get(
-            f"{ORDERS}/{order_id}", headers=self.auth, name=f"{ORDERS}/{{id}}", catch_response=True
+            f"{ORDERS}/{order_id}",
+            headers=traced(self.auth),
+            name=f"{ORDERS}/{{id}}",
+            catch_response=True,
         ) as response:
             accept(response, 200, check_order)
 
@@ -330,7 +368,7 @@ class Shopper(FastHttpUser):
         order_id = self.my_orders.pop(rng.randrange(len(self.my_orders)))
         with self.client.post(
             f"{ORDERS}/{order_id}/cancel",
-            headers=self.auth,
+            headers=traced(self.auth),
             name=f"{ORDERS}/{{id}}/cancel",
             catch_response=True,
         ) as response:
@@ -345,8 +383,8 @@ class Shopper(FastHttpUser):
         with self.client.get(
             "/api/v1/reports/sales",
             params={"group_by": group_by},
+            headers=traced(self.auth),
             name="/api/v1/reports/sales",
-            headers=self.auth,
             catch_response=True,
         ) as response:
             accept(response, 200, check_report)

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 
-from service import caching, database, edge, health, json_provider, telemetry
+from service import caching, database, edge, faults, health, json_provider, telemetry
 from service import logs as app_logging
 from service.api import Api
 from service.auth.cli import api_keys_cli
@@ -116,6 +116,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # Request hooks (span, metrics, access line) before anything that may refuse a request.
     telemetry.init_app(app, service_name="glassbox-api", service_version=__version__)
+    faults.init_app(app, service_name="glassbox-api")
     # Before the limiter, so that its header hook runs after the limiter's (Flask runs
     # after_request hooks in reverse order of registration).
     edge.init_app(app)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app
 from opentelemetry import trace
 
+from service import faults
 from service.extensions import cache
 from service.local_cache import MISSING as _MISSING
 from service.local_cache import LocalTier
@@ -106,6 +107,9 @@ def cached(key: str, load: Callable[[], T], *, name: str) -> tuple[T, bool]:
     `name` labels the lookup in metrics (glassbox_cache_requests_total{cache_name}) and on
     the current span (`glassbox.cache.<name>`: hit or miss).
     """
+    if faults.value(faults.CACHE_OFF):  # the cacheOff fault: every read goes to the database
+        metrics.cache_lookup(name, "miss")
+        return load(), False
     value = _lookup(key)
     hit = value is not _MISSING and value is not _FAILED
     result = "hit" if hit else ("error" if value is _FAILED else "miss")

@@ -10,9 +10,10 @@ exporter, which is the name prometheus_client uses here (observability/README.md
 
 Every label is bounded whatever clients send: the request hooks (service/telemetry/server.py)
 pass the normalised method (known, else `_OTHER`), the route template or nothing, and the
-scheme as http or https; `error.type` is the 5xx status code. An attribute the semantic
-conventions leave out when it does not apply (no route, no error) is an empty label on the
-scrape path, which Prometheus treats as absent.
+scheme as http or https; `error.type` is the 5xx status code; `synthetic` is true or false
+(a load generator's request or not). An attribute the semantic conventions leave out when
+it does not apply (no route, no error) is an empty label on the scrape path, which
+Prometheus treats as absent.
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ HTTP_DURATION = Instrument(
     "histogram",
     "s",
     "Duration of HTTP server requests.",
-    ("http.request.method", "http.route", "http.response.status_code", "url.scheme", "error.type"),
+    (
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "url.scheme",
+        "error.type",
+        "synthetic",  # "true" for a load generator's request (baggage synthetic_request=true)
+    ),
     optional=frozenset(("http.route", "error.type")),
 )
 # Per-request counts that need no exemplar are kept in plain dicts and read by observable
@@ -332,11 +340,18 @@ class Metrics:
         return child, attributes
 
     def http_request(
-        self, method: str, route: str, status: int, scheme: str, seconds: float
+        self,
+        method: str,
+        route: str,
+        status: int,
+        scheme: str,
+        seconds: float,
+        synthetic: bool = False,
     ) -> None:
         """One served request; `method`, `route` and `scheme` already bounded by the caller."""
         error_type = str(status) if status >= 500 else ""
-        self._record(HTTP_DURATION, seconds, method, route, status, scheme, error_type)
+        marked = "true" if synthetic else "false"
+        self._record(HTTP_DURATION, seconds, method, route, status, scheme, error_type, marked)
         self._refresh_runtime()
 
     def active_requests(self, method: str, delta: int) -> None:

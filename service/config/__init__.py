@@ -71,6 +71,7 @@ __all__ = [
     "SignalExport",
     "Variable",
     "all_variable_names",
+    "check_faults",
     "check_payments_secret",
     "database_url",
     "load_config",
@@ -89,6 +90,24 @@ def check_payments_secret(secret: str) -> None:
         raise ConfigError(
             "invalid configuration: PAYMENTS_SHARED_SECRET must be set to a random value of "
             "at least 32 characters when GLASSBOX_ENV=production"
+        )
+
+
+# The fault knobs of each service: in production, any of them above 0 is a fault source.
+_FAULT_KNOBS = ("PAYMENTS_LATENCY_MS", "PAYMENTS_FAILURE_RATE", "REPORTS_SQL_DELAY_MS")
+
+
+def check_faults(values: Mapping[str, Any]) -> None:
+    """Production refuses fault flags or knobs unless FAULTS_ALLOWED_IN_PRODUCTION is true."""
+    if values["GLASSBOX_ENV"] != "production" or values["FAULTS_ALLOWED_IN_PRODUCTION"]:
+        return
+    sources = [k for k in _FAULT_KNOBS if values.get(k)]
+    if values["FAULT_FLAGS_FILE"]:
+        sources.insert(0, "FAULT_FLAGS_FILE")
+    if sources:
+        raise ConfigError(
+            f"invalid configuration: {', '.join(sources)} injects faults; production refuses "
+            "them unless FAULTS_ALLOWED_IN_PRODUCTION=true"
         )
 
 
@@ -126,6 +145,8 @@ def _parse(
 # Read by both services: the environment, the secret they share, logging and telemetry.
 _SHARED_WITH_PAYMENTS = {
     "GLASSBOX_ENV",
+    "FAULT_FLAGS_FILE",
+    "FAULTS_ALLOWED_IN_PRODUCTION",
     "PAYMENTS_SHARED_SECRET",
     "LOG_LEVEL",
     "LOG_FORMAT",
@@ -153,6 +174,7 @@ def load_payments_config(
     values = _parse(variables, environ, overrides)
     if values["GLASSBOX_ENV"] == "production":
         check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
+    check_faults(values)
     values.update(overrides)
     return values
 
@@ -177,6 +199,7 @@ def load_config(
         )
     if values["GLASSBOX_ENV"] == "production" and values["PAYMENTS_URL"]:
         check_payments_secret(values["PAYMENTS_SHARED_SECRET"])
+    check_faults(values)
 
     budget = request_budget(values)
     url: URL = values.pop("DATABASE_URL")

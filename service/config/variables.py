@@ -220,6 +220,20 @@ VARIABLES: tuple[Variable, ...] = (
         "experiments: serve /lab/sales-in-python, the report computed in Python (make lab)",
     ),
     Variable(
+        "FAULT_FLAGS_FILE",
+        "",
+        _text,
+        "a flagd flags file of faults to rehearse incidents with, re-read while running "
+        "(service/faults.py, docs/runbook.md); empty: no fault flags",
+    ),
+    Variable(
+        "FAULTS_ALLOWED_IN_PRODUCTION",
+        "false",
+        _bool,
+        "production refuses to start with a fault source (FAULT_FLAGS_FILE or a fault knob "
+        "above 0) unless this is true",
+    ),
+    Variable(
         "TELEMETRY_INSTRUMENTATION",
         "lean",
         _choice("lean", "contrib"),

@@ -5,7 +5,9 @@ ledger shared by every worker (PAYMENTS_DATABASE_URL, never glassbox's database)
 Idempotency-Key per authorization, void and refund, look-ups by reference and by order,
 and a shared secret (PAYMENTS_SHARED_SECRET) on every /api/ call.
 PAYMENTS_LATENCY_MS and PAYMENTS_FAILURE_RATE are knobs for experiments (the profiling
-lab slows this service down to show what tracing sees that a profiler does not).
+lab slows this service down to show what tracing sees that a profiler does not); the fault
+flags `paymentsLatencyMs` and `paymentsFailureRate` switch the same faults while it runs
+(service/faults.py).
 Instrumented like the API (service/telemetry/); `make serve-payments` runs it.
 """
 
@@ -18,7 +20,7 @@ import sqlalchemy.exc
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from service import telemetry
+from service import faults, telemetry
 from service.config import load_payments_config
 from service.edge import BoundedChunkedBody
 from service.errors import framework_problem
@@ -39,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(settings)
     telemetry.init_app(app, service_name="glassbox-payments", service_version=__version__)
+    faults.init_app(app, service_name="glassbox-payments")
     app.extensions["glassbox.payments.ledger"] = Ledger(settings["PAYMENTS_DATABASE_URL"])
     app.register_blueprint(blp)
     # A chunked body is read (or refused by gunicorn's parser) before the app runs, as in the

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from opentelemetry import baggage, trace
 
+from service import faults
 from service.payments.ledger import Authorization, Ledger, Status
 
 DECLINE_ABOVE = Decimal("10000.00")
@@ -216,16 +217,17 @@ def authorize() -> Any:
         return answer(_await_decision(key))
 
     with tracer.start_as_current_span("payments.risk_check") as check:
-        latency = current_app.config["PAYMENTS_LATENCY_MS"] / 1000
+        latency = faults.value(faults.PAYMENTS_LATENCY_MS) / 1000
         if latency:
-            time.sleep(latency)  # the experiment's knob: a slow dependency
+            time.sleep(latency)  # an injected fault: a slow dependency
         check.set_attribute("payment.amount", float(amount))
-    if random.random() < current_app.config["PAYMENTS_FAILURE_RATE"]:  # noqa: S311
+    if random.random() < faults.value(faults.PAYMENTS_FAILURE_RATE):  # noqa: S311
         ledger().forget(key)
         return problem(
             503,
             "Service unavailable",
-            "Injected failure (PAYMENTS_FAILURE_RATE): retry with the same Idempotency-Key.",
+            "Injected failure (the paymentsFailureRate fault or PAYMENTS_FAILURE_RATE): retry "
+            "with the same Idempotency-Key.",
             slug="injected-failure",
         )
     decision = Status.DECLINED if amount > DECLINE_ABOVE else Status.APPROVED

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from flask import current_app
 from opentelemetry import trace
 from sqlalchemy import (
     BigInteger,
@@ -41,6 +40,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from service import faults
 from service.caching import bump_generation, cached, generation
 from service.catalog.models import Category, Product
 from service.catalog.service import NAMES
@@ -153,8 +153,9 @@ def sales_report(
 
 
 def wait_in_database() -> None:
-    """The lab's slow query (REPORTS_SQL_DELAY_MS): time spent waiting, invisible to a profiler."""
-    delay_ms = current_app.config.get("REPORTS_SQL_DELAY_MS", 0)
+    """The lab's slow query (REPORTS_SQL_DELAY_MS, or the reportsSqlDelayMs fault): time spent
+    waiting on the database, invisible to a profiler."""
+    delay_ms = faults.value(faults.REPORTS_SQL_DELAY_MS)
     if delay_ms:
         db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": delay_ms / 1000})
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, request
-from opentelemetry import context, propagate, trace
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.http import sanitize_method
 
@@ -20,6 +21,11 @@ tracer = trace.get_tracer("glassbox")
 
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _SCHEMES = frozenset(("http", "https"))
+# Load generators mark their requests with this baggage entry (the OpenTelemetry Demo's
+# convention; loadtests/locustfile.py sends it): recorded on the server span and as the
+# `synthetic` label of the request metrics, so SLOs and dashboards can leave them out.
+SYNTHETIC_BAGGAGE = "synthetic_request"
+_baggage_propagator = W3CBaggagePropagator()
 
 
 _route_templates: dict[str, str] = {}
@@ -41,6 +47,7 @@ class _Request:
     route: str  # the template, "" when no route matched
     scheme: str
     observed: bool
+    synthetic: bool
     span: Any = None
     token: Any = None
 
@@ -59,6 +66,7 @@ def observe_requests(app: Flask, *, spans: bool) -> None:
             route=route_template(rule.rule) if rule is not None else "",
             scheme=scheme if scheme in _SCHEMES else "_OTHER",
             observed=not unobserved_path(req.path),
+            synthetic=_is_synthetic(req.environ),
         )
         g.observed_request = state
         if not state.observed:
@@ -92,7 +100,9 @@ def observe_requests(app: Flask, *, spans: bool) -> None:
         if state.observed:
             # Recorded while the server span is current, so the histogram keeps its trace
             # id as an exemplar (OTLP path).
-            metrics.http_request(state.metric_method, state.route, status, state.scheme, seconds)
+            metrics.http_request(
+                state.metric_method, state.route, status, state.scheme, seconds, state.synthetic
+            )
             if status == 429:
                 metrics.rate_limited(state.route)
         app_logging.log_access(state.method, state.route, status, seconds)
@@ -131,6 +141,18 @@ def _has_trace_headers(environ: dict[str, Any]) -> bool:
     return any(key in environ for key in _propagator_keys)
 
 
+def _is_synthetic(environ: dict[str, Any]) -> bool:
+    """Does the request's W3C baggage say `synthetic_request=true`? (Whatever
+    OTEL_PROPAGATORS says: the mark must reach the metrics with tracing off too.)"""
+    header = environ.get("HTTP_BAGGAGE")
+    if not header:
+        return False
+    marked = baggage.get_baggage(
+        SYNTHETIC_BAGGAGE, _baggage_propagator.extract({"baggage": header})
+    )
+    return str(marked).lower() == "true"
+
+
 def _server_attributes(req: Any, state: _Request) -> dict[str, Any]:
     environ = req.environ
     attributes: dict[str, Any] = {
@@ -146,6 +168,8 @@ def _server_attributes(req: Any, state: _Request) -> dict[str, Any]:
         attributes["http.request.method_original"] = state.method
     if state.route:
         attributes["http.route"] = state.route
+    if state.synthetic:  # semantic conventions: a test's request, not a user's
+        attributes["user_agent.synthetic.type"] = "test"
     port = environ.get("SERVER_PORT")
     if port and port.isdigit():
         attributes["server.port"] = int(port)

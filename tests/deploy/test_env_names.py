@@ -22,6 +22,8 @@ LEFT_AT_DEFAULT = {
     "PAYMENTS_PORT": "read by the Makefile only; the payments containers get PORT=8001",
     "REPORTS_SQL_DELAY_MS": "a knob of the profiling lab; 0 (off) is the only production value",
     "LAB_ROUTES": "the profiling lab's own routes; off (false) is the only production value",
+    "FAULT_FLAGS_FILE": "fault flags are for rehearsals (the compose stack); none in a cluster",
+    "FAULTS_ALLOWED_IN_PRODUCTION": "false: production refuses fault flags and knobs",
     "CORS_ORIGINS": "empty, no CORS: set it only where a browser app on another origin calls /api/",
     **{
         f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL": "OTEL_EXPORTER_OTLP_PROTOCOL covers every signal"

@@ -26,7 +26,26 @@ def _load(path: Path) -> dict[Any, Any]:
 
 
 def test_there_are_ci_and_cd_workflows() -> None:
-    assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml", "stack.yml"]
+    assert [p.name for p in WORKFLOWS] == ["audit.yml", "cd.yml", "ci.yml", "stack.yml"]
+
+
+def test_the_audit_workflow_runs_make_audit_on_lock_changes_and_weekly() -> None:
+    workflow = _load(ROOT / ".github" / "workflows" / "audit.yml")
+    assert "uv.lock" in workflow["on"]["pull_request"]["paths"]
+    assert workflow["on"]["schedule"]
+    (job,) = workflow["jobs"].values()
+    assert {"run": "make audit"} in job["steps"]
+
+
+def test_the_audit_fails_on_a_package_it_could_not_check(tmp_path: Path) -> None:
+    """`make audit` never passes having checked nothing: a requirement pip-audit cannot look
+    up (here one that does not exist; on a network without the vulnerability data, every
+    one) fails the run instead of being skipped."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("glassbox-no-such-package-for-the-audit==0.0.1\n")
+    result = run("make", "audit", f"AUDIT_REQUIREMENTS={requirements}", timeout=300)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "could not be audited" in result.stdout + result.stderr
 
 
 def _actionlint(*paths: str) -> Any:

@@ -8,9 +8,14 @@ to lower_snake_case of collector 0.144+ (open-telemetry/opentelemetry-collector#
 the old names deprecated aliases), the prometheus exporter's `translation_strategy` (which
 replaces `add_metric_suffixes`), the OpenTelemetry demo's collector and Jaeger configs for
 collector 0.159 / Jaeger 2.19 (Jaeger's `metric_backends.<name>.prometheus` with
-`normalize_calls` / `normalize_duration`), and each component's README. Fields not listed
+`normalize_calls` / `normalize_duration`), and each component's README. The tail sampling
+processor's and the prometheus exporter's fields are those of their upstream
+`config.schema.yaml` (the generated metadata: `decision_wait_after_root_received`,
+`sample_on_first_match`, the `drop` / `not` / `bytes_limiting` policies;
+`resource_constant_labels`, which replaces the deprecated `resource_to_telemetry_conversion`,
+`without_scope_info`, `sending_queue` and the HTTP server's settings). Fields not listed
 are refused, so a typo fails the test instead of the container's start; a deprecated alias
-is refused too, so the config keeps to the current names.
+or field is refused too, so the config keeps to the current names.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ SAMPLING_POLICY = {
         "ottl_condition",
         "and",
         "composite",
+        "drop",
+        "not",
+        "bytes_limiting",
     ),
     "latency": {"threshold_ms": ANY, "upper_threshold_ms": ANY},
     "probabilistic": {"sampling_percentage": ANY, "hash_salt": ANY},
@@ -111,14 +119,23 @@ SAMPLING_POLICY = {
     "boolean_attribute": {"key": ANY, "value": ANY, "invert_match": ANY},
     "trace_state": {"key": ANY, "values": ANY},
     "ottl_condition": {"error_mode": ANY, "span": ANY, "spanevent": ANY},
+    "bytes_limiting": {"bytes_per_second": ANY, "burst_capacity": ANY},
     "and": ANY,
     "composite": ANY,
+    "drop": ANY,
+    "not": ANY,
 }
 TAIL_SAMPLING = {
     "decision_wait": ANY,
+    "decision_wait_after_root_received": ANY,
     "num_traces": ANY,
     "expected_new_traces_per_sec": ANY,
     "decision_cache": ANY,
+    "block_on_overflow": ANY,
+    "drop_pending_traces_on_shutdown": ANY,
+    "maximum_trace_size_bytes": ANY,
+    "sample_on_first_match": ANY,
+    "sampling_strategy": enum("trace-complete", "span-ingest"),
     "policies": [SAMPLING_POLICY],
 }
 TRANSFORM = {
@@ -184,8 +201,7 @@ SPAN_METRICS = {
     "aggregation_cardinality_limit": ANY,
 }
 PROMETHEUS_EXPORTER = {
-    "endpoint": ANY,
-    "tls": ANY,
+    **HTTP_SERVER,  # confighttp's server settings (endpoint, tls, cors, ...)
     "namespace": ANY,
     "const_labels": ANY,
     "send_timestamps": ANY,
@@ -197,7 +213,9 @@ PROMETHEUS_EXPORTER = {
         "NoUTF8EscapingWithSuffixes",
         "NoTranslation",
     ),
-    "resource_to_telemetry_conversion": {"enabled": ANY},
+    "resource_constant_labels": {"included": ANY, "excluded": ANY},
+    "without_scope_info": ANY,
+    "sending_queue": ANY,
 }
 HEALTH_CHECK = {
     "endpoint": ANY,
@@ -249,7 +267,12 @@ CONTRIB = {
             (
                 "prometheus",
                 "filelog",
+                # Upstream metadata.yaml names them hostmetrics and httpcheck; the
+                # OpenTelemetry demo's config (contrib 0.159) spells them host_metrics and
+                # http_check. Neither is shown deprecated: both are accepted.
+                "hostmetrics",
                 "host_metrics",
+                "httpcheck",
                 "http_check",
                 "jaeger",
                 "zipkin",
@@ -298,6 +321,7 @@ CONTRIB = {
             (
                 "attributes",
                 "resource",
+                "resourcedetection",  # resource_detection in the demo: both accepted
                 "resource_detection",
                 "filter",
                 "probabilistic_sampler",
@@ -367,8 +391,6 @@ CONTRIB = {
 DEPRECATED_ALIASES = {
     "exporters": {"otlp": "otlp_grpc", "otlphttp": "otlp_http"},
     "connectors": {"spanmetrics": "span_metrics"},
-    "receivers": {"hostmetrics": "host_metrics", "httpcheck": "http_check"},
-    "processors": {"resourcedetection": "resource_detection"},
 }
 
 # Jaeger v2 is itself a collector distribution with Jaeger's own extensions and exporter.

@@ -80,6 +80,12 @@ def test_jaeger_config_fits_jaeger_v2(jaeger: dict[str, Any]) -> None:
             "is not one of",
         ),
         (lambda c: c["service"]["telemetry"]["metrics"].update(level="verbose"), "is not one of"),
+        (
+            lambda c: c["exporters"]["prometheus"].update(
+                resource_to_telemetry_conversion={"enabled": False}
+            ),
+            "unknown field 'resource_to_telemetry_conversion'",
+        ),
     ],
     ids=[
         "typo",
@@ -90,12 +96,44 @@ def test_jaeger_config_fits_jaeger_v2(jaeger: dict[str, Any]) -> None:
         "unused",
         "bad-policy",
         "bad-level",
+        "deprecated-field",
     ],
 )
 def test_the_check_catches_mistakes(collector: dict[str, Any], change: Any, problem: str) -> None:
     broken = copy.deepcopy(collector)
     change(broken)
     assert any(problem in p for p in check_config(broken, CONTRIB))
+
+
+def test_valid_upstream_settings_are_accepted(collector: dict[str, Any]) -> None:
+    """Fields of the upstream metadata (config.schema.yaml) that glassbox does not use yet
+    pass the check: it refuses mistakes, not valid configs."""
+    valid = copy.deepcopy(collector)
+    sampling = valid["processors"]["tail_sampling"]
+    sampling.update(decision_wait_after_root_received="1s", sample_on_first_match=True)
+    sampling["policies"] += [
+        {"name": "drop-health", "type": "drop", "drop": {"drop_sub_policy": []}},
+        {"name": "not-ok", "type": "not", "not": {"not_sub_policy": {}}},
+        {
+            "name": "bytes",
+            "type": "bytes_limiting",
+            "bytes_limiting": {"bytes_per_second": 1024, "burst_capacity": 2048},
+        },
+    ]
+    valid["exporters"]["prometheus"].update(
+        resource_constant_labels={"included": ["service.name"], "excluded": []},
+        without_scope_info=True,
+        sending_queue={"enabled": True},
+    )
+    valid["receivers"].update(hostmetrics={}, httpcheck={})
+    valid["processors"]["resourcedetection"] = {}
+    for pipeline, kind, name in (
+        ("metrics", "receivers", "hostmetrics"),
+        ("metrics", "receivers", "httpcheck"),
+        ("metrics", "processors", "resourcedetection"),
+    ):
+        valid["service"]["pipelines"][pipeline][kind].append(name)
+    assert check_config(valid, CONTRIB) == []
 
 
 def test_collector_pipelines_follow_the_recommended_order(collector: dict[str, Any]) -> None:
@@ -173,7 +211,8 @@ def test_prometheus_exporter_matches_the_scrape_path(collector: dict[str, Any]) 
     # _seconds, _bytes, _total
     assert exporter["translation_strategy"] == "UnderscoreEscapingWithSuffixes"
     assert exporter["enable_open_metrics"] is True  # exemplars
-    assert exporter["resource_to_telemetry_conversion"]["enabled"] is False
+    assert exporter["resource_constant_labels"] == {"included": []}  # no resource labels
+    assert "resource_to_telemetry_conversion" not in exporter  # deprecated
     assert "namespace" not in exporter  # no prefix on metric names
     statements = collector["processors"][LABEL_RULE]["metric_statements"]
     # The datapoint statements read resource attributes: they run before the deletion.

@@ -248,6 +248,17 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
         assert any(ch.isdigit() for ch in tag), f"{name}: {image}"
 
 
+def test_the_readme_says_where_each_pinned_image_was_seen(services: dict[str, Any]) -> None:
+    """observability/README.md's table of pins names exactly the images compose runs, each
+    with where its tag was seen."""
+    readme = (OBSERVABILITY / "README.md").read_text()
+    rows = re.findall(r"^\| `([\w./-]+)` \| `([\w.-]+)` \| (.+) \|$", readme, flags=re.MULTILINE)
+    listed = {f"{image}:{tag}" for image, tag, _ in rows}
+    images = {s["image"] for name, s in services.items() if name not in APP_SERVICES}
+    assert listed == images
+    assert all(len(where.strip()) > 10 for *_, where in rows)
+
+
 def test_only_ui_ports_and_the_api_are_published_and_only_on_loopback(
     services: dict[str, Any],
 ) -> None:

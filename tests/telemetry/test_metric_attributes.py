@@ -40,6 +40,7 @@ def test_server_errors_carry_error_type_and_unmatched_paths_no_route() -> None:
         metrics.http_request("GET", "/api/v1/products", 200, "https", 0.01)
         metrics.http_request("POST", "/api/v1/orders", 503, "http", 0.02)
         metrics.http_request("_OTHER", "", 405, "http", 0.001)
+        metrics.http_request("GET", "/api/v1/products", 200, "https", 0.01, synthetic=True)
 
     points = _recorded(record)["http.server.request.duration"]
     assert {
@@ -47,6 +48,14 @@ def test_server_errors_carry_error_type_and_unmatched_paths_no_route() -> None:
         "http.route": "/api/v1/products",
         "http.response.status_code": 200,
         "url.scheme": "https",
+        "synthetic": "false",
+    } in points
+    assert {
+        "http.request.method": "GET",
+        "http.route": "/api/v1/products",
+        "http.response.status_code": 200,
+        "url.scheme": "https",
+        "synthetic": "true",
     } in points
     assert {
         "http.request.method": "POST",
@@ -54,11 +63,13 @@ def test_server_errors_carry_error_type_and_unmatched_paths_no_route() -> None:
         "http.response.status_code": 503,
         "url.scheme": "http",
         "error.type": "503",
+        "synthetic": "false",
     } in points
     assert {
         "http.request.method": "_OTHER",
         "http.response.status_code": 405,
         "url.scheme": "http",
+        "synthetic": "false",
     } in points
 
 

@@ -32,8 +32,9 @@ PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 # Every query is narrowed by the template variables; the environment and instance variables are
 # required on every dashboard, the service variable separates the api from payments.
 SELECTOR = 'deployment_environment=~"$env", job=~"$service", instance=~"$instance"'
-# What the SLOs count: user traffic, not probes and scrapes.
-USER_TRAFFIC = SELECTOR + ', http_route!~"/health/.*|/metrics"'
+# What the SLOs count: user traffic, not probes, scrapes or a load generator's requests
+# (baggage synthetic_request=true: the `synthetic` label, service/telemetry/server.py).
+USER_TRAFFIC = SELECTOR + ', http_route!~"/health/.*|/metrics", synthetic!="true"'
 HTTP_COUNT = "http_server_request_duration_seconds_count"
 HTTP_BUCKET = "http_server_request_duration_seconds_bucket"
 
