@@ -39,6 +39,7 @@ import requests
 
 from profiling.harness.processes import free_port
 from service.auth import service as auth
+from service.auth.models import Scope
 from tests.conftest import TEST_REDIS_URL, _clean, build_app, require
 from tests.factories import Factories
 from tests.observability.conftest import (
@@ -186,7 +187,7 @@ def stack(
     make = Factories(app)
     product = make.product(stock=10_000, price=Decimal("5.00"))
     with app.app_context():
-        key = auth.create_key(name="e2e-shopper")
+        key = auth.create_key(name="e2e-shopper", scopes=[Scope.CUSTOMER])
 
     webhook = start_webhook()
     for name in ("payments-metrics", "api-metrics"):
@@ -204,6 +205,7 @@ def stack(
             **services,
             PAYMENTS_DATABASE_URL=f"sqlite:///{tmp / 'ledger.db'}",
             PAYMENTS_FAILURE_RATE="1.0",
+            FAULTS_ALLOWED_IN_PRODUCTION="true",  # a rehearsal: production refuses faults
             PROMETHEUS_MULTIPROC_DIR=str(tmp / "payments-metrics"),
         ),
         tmp / "payments.log",

@@ -33,6 +33,7 @@ import redis
 import requests
 
 from service.auth import service as auth
+from service.auth.models import Scope
 from tests.conftest import TEST_REDIS_URL, _clean, build_app, require
 from tests.factories import Factories
 from tests.orders.shop import Shop, running_shop, wait_settled
@@ -273,8 +274,10 @@ def driver(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         with running_shop(tmp_path_factory.mktemp("shop"), postgres_url, redis_url) as shop:
             with app.app_context():
-                shop.token = auth.create_key(name="model")
-                shop.operator_token = auth.create_key(name="model-operator", admin=True)
+                shop.token = auth.create_key(name="model", scopes=[Scope.CUSTOMER])
+                shop.operator_token = auth.create_key(
+                    name="model-operator", scopes=[Scope.OPERATOR]
+                )
             yield Driver(
                 shop,
                 Factories(app).product(stock=STOCK).id,
