@@ -31,7 +31,7 @@ from tests.telemetry.otlp import serve_receiver, wait_for
 pytestmark = pytest.mark.usefixtures("plain_requests")
 
 FLAGS_FILE = Path(__file__).resolve().parent.parent / "observability/flagd/glassbox.flagd.json"
-_keys = itertools.count()
+_keys = itertools.count(1)  # order ids start at 1
 
 
 @pytest.fixture(autouse=True)
