@@ -184,3 +184,27 @@ def test_a_paid_order_whose_payment_was_released_elsewhere_can_still_be_cancelle
     assert cancel.json["status"] == "cancelled"
     assert checkout.stock(product.id) == 2
     assert [a["status"] for a in gateway.authorizations_of(paid.json["id"])] == ["voided"]
+
+
+def test_a_payments_service_refusing_the_api_leaves_the_order_pending(
+    checkout: Checkout, make: Factories, payments_server: StartPayments
+) -> None:
+    """A 4xx other than 402/409/429 (here 401: a wrong shared secret) decides nothing: 503 and
+    the order stays pending, never `payment_failed` (a surviving mutant made it a decline)."""
+    from service.orders.payment_gateway import gateway_for
+
+    gateway = payments_server()
+    checkout.app.extensions["glassbox.payments"] = gateway_for(
+        {
+            **checkout.app.config,
+            "PAYMENTS_URL": gateway.base_url,
+            "PAYMENTS_TIMEOUT": 2.0,
+            "PAYMENTS_RETRIES": 0,
+            "PAYMENTS_SHARED_SECRET": "not-the-payments-secret-0123456789abcdef",
+        }
+    )
+    product = make.product(stock=1)
+    refused = checkout.place(product.id)
+    assert refused.status_code == 503, refused.json
+    assert refused.json["order_status"] == "pending"
+    assert checkout.stock(product.id) == 0
