@@ -85,25 +85,23 @@ class Limiter(flask_limiter.Limiter):
             or type(self._limiter) is not FixedWindowRateLimiter
         ):
             return False
-        endpoint = self.identify_request()
+        endpoint = self._request_identifier()  # type: ignore[misc]
         limit = self._single_limit(endpoint)
         if limit is None:
             return False
         if limit is self._NO_LIMIT or any(fn() for fn in self._request_filters):
             return True
-        args = [limit.key_func(), limit.scope_for(endpoint, request.method)]
-        if not all(args):
+        client = limit.limit.key_func()
+        if not client:
             return False
-        if self._key_prefix:
-            args = [self._key_prefix, *args]
-        item = limit.limit
+        item = limit.limit.limit
         try:
-            count, resets_at = storage.spend(item.key_for(*args), item.get_expiry(), item.amount)
+            count, resets_at = storage.spend(limit.key(client), limit.expiry, item.amount)
         except Exception:
-            return False
+            return False  # the full evaluation applies RATELIMIT_SWALLOW_ERRORS
         if count > item.amount:
             return False
-        request.environ[_ADMITTED] = Admitted(limit, args, count, resets_at)
+        request.environ[_ADMITTED] = Admitted(limit.limit, limit.args(client), count, resets_at)
         return True
 
     @property
@@ -209,8 +207,11 @@ class Limiter(flask_limiter.Limiter):
             or limit.meta_limits
             or limit.per_method
             or limit.cost != 1
+            or callable(limit.scope)
         )
-        return limit if plain else None
+        return (
+            QuickLimit(limit, self._key_prefix, limit.scope_for(endpoint, None)) if plain else None
+        )
 
     def _limits_are_static(self) -> bool:
         manager = self.limit_manager
@@ -241,6 +242,25 @@ class Limiter(flask_limiter.Limiter):
             return found
 
         manager.resolve_limits = remembered  # type: ignore[method-assign,assignment]
+
+
+class QuickLimit:
+    """An endpoint's one plain limit, with its storage key built but for the client's part."""
+
+    def __init__(self, limit: RuntimeLimit, prefix: str, scope: str) -> None:
+        self.limit = limit
+        self.prefix = prefix
+        self.scope = scope
+        self.expiry = limit.limit.get_expiry()
+        # limits' key_for: namespace/identifiers.../amount/multiples/granularity.
+        self._head = f"{limit.limit.namespace}/{prefix}/" if prefix else f"{limit.limit.namespace}/"
+        self._tail = "/" + limit.limit.key_for(scope).split("/", 1)[1]
+
+    def key(self, client: str) -> str:
+        return self._head + client + self._tail
+
+    def args(self, client: str) -> list[str]:
+        return [self.prefix, client, self.scope] if self.prefix else [client, self.scope]
 
 
 _ADMITTED = "glassbox.ratelimit.admitted"  # per request, in the WSGI environ
