@@ -91,11 +91,11 @@ class Limiter(flask_limiter.Limiter):
             return False
         if limit is self._NO_LIMIT or any(fn() for fn in self._request_filters):
             return True
-        client = limit.limit.key_func()
-        if not client:
-            return False
         item = limit.limit.limit
         try:
+            client = limit.limit.key_func()
+            if not client:
+                return False
             count, resets_at = storage.spend(limit.key(client), limit.expiry, item.amount)
         except Exception:
             return False  # the full evaluation applies RATELIMIT_SWALLOW_ERRORS
