@@ -113,6 +113,16 @@ VARIANTS: tuple[Variant, ...] = (
         serves="product_cached",
         pace=HALF_RATE,
     ),
+    # The same pacing on gunicorn's stock sync worker: whether a tail is the server's.
+    Variant(
+        "product_cached_sync_half_rate",
+        PRODUCT,
+        ids="hot",
+        serves="product_cached_sync",
+        pace=HALF_RATE,
+    ),
+    Variant("product_cached_otel_off_sync", PRODUCT, {**OTEL_OFF, **SYNC}, ids="hot"),
+    Variant("product_cached_otel_100_sync", PRODUCT, {**OTEL_ALL, **SYNC}, ids="hot"),
     Variant("product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", "SQL, telemetry default"),
     Variant("before_product_uncached", PRODUCT, NO_CACHE, UNCACHED_APP, "all", before=True),
     Variant("product_uncached_otel_off", PRODUCT, {**NO_CACHE, **OTEL_OFF}, UNCACHED_APP, "all"),
@@ -254,6 +264,12 @@ LEVERS: tuple[Lever, ...] = (
     Lever("rate limiter (Redis)", "product_cached_limited", "product_cached"),
     Lever("continuous profiling", "product_cached_profiled", "product_cached"),
     Lever("telemetry (default / off)", "product_cached", "product_cached_otel_off"),
+    Lever("telemetry (100% sampled / off)", "product_cached_otel_100", "product_cached_otel_off"),
+    Lever(
+        "telemetry (100% sampled / off), sync worker",
+        "product_cached_otel_100_sync",
+        "product_cached_otel_off_sync",
+    ),
     Lever("telemetry (default / off)", "product_uncached", "product_uncached_otel_off"),
 )
 

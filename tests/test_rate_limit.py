@@ -208,3 +208,37 @@ def test_a_429_says_the_allowance_and_when_the_next_request_is_allowed(sqlite_ur
     assert detail, problem["detail"]
     # The same seconds as Retry-After (a second may tick between the two).
     assert abs(int(detail.group(1)) - int(limited.headers["Retry-After"])) <= 1
+
+
+def test_on_breach_is_called_when_the_quick_path_refuses(sqlite_url: str, redis_url: str) -> None:
+    # The common case (one application limit, leased storage) skips Flask-Limiter's
+    # evaluation for requests it admits; a refusal still goes through it.
+    breaches: list[str] = []
+    app = build_app(
+        sqlite_url,
+        redis_url,
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_DEFAULT="2 per minute",
+        RATELIMIT_ON_BREACH_CALLBACK=lambda limit: breaches.append(str(limit.limit)),
+    )
+    client = app.test_client()
+    codes = [client.get("/api/v1/categories").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert breaches == ["2 per 1 minute"]
+
+
+def test_a_route_limit_beside_the_default_is_evaluated_by_flask_limiter(
+    sqlite_url: str, redis_url: str
+) -> None:
+    app = build_app(
+        sqlite_url, redis_url, RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="100 per minute"
+    )
+    limiter = next(iter(app.extensions["limiter"]))
+    app.add_url_rule("/tight", "tight", limiter.limit("1 per minute")(lambda: {"ok": True}))
+    client = app.test_client()
+    assert client.get("/api/v1/categories").headers["RateLimit-Limit"] == "100"
+    first, second = client.get("/tight"), client.get("/tight")
+    assert [first.status_code, second.status_code] == [200, 429]
+    assert first.headers["RateLimit-Limit"] == "1"
+    # The default window counted every request that reached a route: 3 of 100.
+    assert client.get("/api/v1/categories").headers["RateLimit-Remaining"] == "96"
