@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 
@@ -46,6 +47,16 @@ def _established(server: GunicornServer) -> list[str]:
         if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "01":
             inodes.append(fields[9])
     return inodes
+
+
+def reports_sleeping(database_url: str) -> int:
+    """Sales reports inside their database sleep (REPORTS_SQL_DELAY_MS) right now."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND datname = current_database() AND query LIKE 'SELECT pg_sleep%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def connections_held_by_workers(server: GunicornServer) -> int:
@@ -91,7 +102,18 @@ def test_sigterm_serves_in_flight_and_queued_requests_then_refuses(
         return thread
 
     busy = WORKERS * threads_per_worker
-    threads = [start(f"report {n}", "/api/v1/reports/sales") for n in range(busy)]
+    threads = []
+    for n in range(busy):
+        # One at a time, each inside its database sleep before the next: a worker that has
+        # accepted a connection but not yet handed its request to a thread still accepts
+        # (slow clients hold sockets, not threads), so reports sent at once could all land
+        # on one worker and leave the other's threads idle.
+        threads.append(start(f"report {n}", "/api/v1/reports/sales"))
+        wait_until(
+            lambda n=n: reports_sleeping(server_database) == n + 1,
+            timeout=30,
+            what=f"report {n} in the database",
+        )
     # Every thread of both workers is inside a slow report...
     wait_until(
         lambda: connections_held_by_workers(server) == busy, timeout=30, what=f"{busy} reports"
