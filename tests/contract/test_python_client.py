@@ -74,32 +74,37 @@ def test_generated_client_reads_products_and_places_an_order(
     models = importlib.import_module(f"{generated}.models")
 
     anonymous = client_module.Client(base_url=server.base_url, raise_on_unexpected_status=True)
-    page = list_products.sync(client=anonymous, limit=5)
-    assert isinstance(page, models.ProductPage)
-    assert len(page.items) == 5
-    product = get_product.sync(client=anonymous, product_id=page.items[0].id)
-    assert isinstance(product, models.Product)
-    assert product.sku == page.items[0].sku
-
     shopper = client_module.AuthenticatedClient(
         base_url=server.base_url, token=DEFAULT_DEV_API_KEY, raise_on_unexpected_status=True
     )
-    in_stock = next(p for p in page.items if p.stock > 0)
-    body = models.OrderCreate.from_dict(
-        {"customer_email": "ada@example.com", "items": [{"product_id": in_stock.id, "quantity": 1}]}
-    )
-    order = place_order.sync(client=shopper, body=body)
-    assert isinstance(order, models.Order), order
-    assert order.items[0].product_id == in_stock.id
-    assert get_order.sync(client=shopper, order_id=order.id).id == order.id
-    cancelled = cancel_order.sync(client=shopper, order_id=order.id)
-    assert isinstance(cancelled, models.Order)
-    assert cancelled.status.value == "cancelled"
+    # Their httpx clients keep connections alive: closed on the way out.
+    with anonymous, shopper:
+        page = list_products.sync(client=anonymous, limit=5)
+        assert isinstance(page, models.ProductPage)
+        assert len(page.items) == 5
+        product = get_product.sync(client=anonymous, product_id=page.items[0].id)
+        assert isinstance(product, models.Product)
+        assert product.sku == page.items[0].sku
 
-    # Without the key the same call is a documented 401 problem, not an exception.
-    refused = place_order.sync_detailed(client=anonymous, body=body)
-    assert refused.status_code == 401
-    assert isinstance(refused.parsed, models.Problem)
-    # The problem's trace is a field of the model, not an unknown extra.
-    assert refused.parsed.trace_id == refused.headers["X-Trace-Id"]
-    assert "trace_id" not in refused.parsed.additional_properties
+        in_stock = next(p for p in page.items if p.stock > 0)
+        body = models.OrderCreate.from_dict(
+            {
+                "customer_email": "ada@example.com",
+                "items": [{"product_id": in_stock.id, "quantity": 1}],
+            }
+        )
+        order = place_order.sync(client=shopper, body=body)
+        assert isinstance(order, models.Order), order
+        assert order.items[0].product_id == in_stock.id
+        assert get_order.sync(client=shopper, order_id=order.id).id == order.id
+        cancelled = cancel_order.sync(client=shopper, order_id=order.id)
+        assert isinstance(cancelled, models.Order)
+        assert cancelled.status.value == "cancelled"
+
+        # Without the key the same call is a documented 401 problem, not an exception.
+        refused = place_order.sync_detailed(client=anonymous, body=body)
+        assert refused.status_code == 401
+        assert isinstance(refused.parsed, models.Problem)
+        # The problem's trace is a field of the model, not an unknown extra.
+        assert refused.parsed.trace_id == refused.headers["X-Trace-Id"]
+        assert "trace_id" not in refused.parsed.additional_properties
