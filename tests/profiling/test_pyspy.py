@@ -44,8 +44,14 @@ def test_missing_master_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_make_profile_records_every_worker_under_load(
-    pg_app: Flask, postgres_url: str, redis_url: str, tmp_path: Path
+    pg_app: Flask,
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # As `make profile` runs beside `make serve`: the load's API keys go to the server's database.
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
     with pg_app.app_context():
         seed_products(100, rng=random.Random(7))
     env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": "false"}
