@@ -128,6 +128,15 @@ POOL_COUNT = Instrument(
     "Pooled connections by state.",
     ("db.client.connection.state", "db.client.connection.pool.name"),
 )
+# The pool's ceiling (pool_size + max_overflow), added once by each pool: summed like
+# db.client.connection.count, so "in use / max" is the pod's (or instance's) saturation.
+POOL_MAX = Instrument(
+    "db.client.connection.max",
+    "updown",
+    "{connection}",
+    "The maximum number of open connections allowed.",
+    ("db.client.connection.pool.name",),
+)
 CACHE_REQUESTS = Instrument(
     "glassbox.cache.requests",
     "counter",
@@ -196,6 +205,7 @@ INSTRUMENTS = (
     DB_OPERATION,
     POOL_WAIT,
     POOL_COUNT,
+    POOL_MAX,
     CACHE_REQUESTS,
     RATE_LIMITED,
     PAYMENTS,
@@ -385,6 +395,10 @@ class Metrics:
 
     def pool_connections(self, pool: str, state: str, delta: int) -> None:
         self._record(POOL_COUNT, delta, state, pool)
+
+    def pool_maximum(self, pool: str, connections: int) -> None:
+        """Once per pool, when it is created: its size plus its overflow."""
+        self._record(POOL_MAX, connections, pool)
 
     def cache_lookup(self, cache_name: str, result: str) -> None:
         if self._prom:

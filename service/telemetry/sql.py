@@ -134,6 +134,10 @@ def instrument_engine(engine: Engine, *, spans: bool | None = None) -> None:
             started, span = observed
             observer.finished(statement, started, span, exception_context.original_exception)
 
+    # QueuePool keeps max_overflow private only (-1: no ceiling, nothing to report).
+    overflow = getattr(engine.pool, "_max_overflow", -1)
+    if isinstance(engine.pool, QueuePool) and overflow >= 0:
+        metrics.pool_maximum(pool_name, engine.pool.size() + overflow)
     last = {"used": 0, "idle": 0}
 
     def report_pool(*_: Any) -> None:

@@ -60,6 +60,7 @@ def test_manifests_set_only_names_the_app_reads(
         "glassbox-api",
         "glassbox-payments",
         "glassbox-migrate",
+        "glassbox-reconcile",
     }
     for workload, spec in workloads:
         for container in spec["containers"]:

@@ -72,6 +72,7 @@ def test_every_overlay_has_the_expected_objects(
         ("Deployment", "glassbox-api"),
         ("Deployment", "glassbox-payments"),
         ("Deployment", "otel-collector"),
+        ("Deployment", "glassbox-reconcile"),
         ("Service", "glassbox-api"),
         ("Service", "glassbox-payments"),
         ("Service", "otel-collector"),
@@ -118,7 +119,12 @@ def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]], overlay
 def test_app_servers_probe_health_and_drain(
     rendered: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
-    servers = [(w, s) for w, s in app_workloads(rendered[overlay]) if w["kind"] == "Deployment"]
+    # The reconciliation is a periodic job, not a server (test_reconciliation_runs_...).
+    servers = [
+        (w, s)
+        for w, s in app_workloads(rendered[overlay])
+        if w["kind"] == "Deployment" and w["metadata"]["name"] != "glassbox-reconcile"
+    ]
     assert {w["metadata"]["name"] for w, _ in servers} == {"glassbox-api", "glassbox-payments"}
     for _, spec in servers:
         container = spec["containers"][0]
@@ -212,6 +218,52 @@ def test_metrics_are_not_public(rendered: dict[str, list[dict[str, Any]]], overl
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
     ]
+    # The reconciliation's gauges: scraped the same way, on the port only monitoring reaches.
+    reconcile = find(docs, "Deployment", "glassbox-reconcile")["spec"]["template"]
+    annotations = reconcile["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == "9464"
+    assert reconcile["spec"]["containers"][0]["ports"] == [
+        {"name": "metrics", "containerPort": 9464}
+    ]
+    policy = find(docs, "NetworkPolicy", "glassbox-reconcile")
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 9464}],
+        }
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_reconciliation_runs_as_compose_runs_it(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    deployment = find(docs, "Deployment", "glassbox-reconcile")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two at once
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert container["command"] == compose["services"]["reconcile"]["command"]
+    # The api's settings and both books' addresses, from the same ConfigMap and Secret.
+    api = find(docs, "Deployment", "glassbox-api")["spec"]["template"]["spec"]["containers"][0]
+    api_config = next(
+        r for r in api["envFrom"] if r["configMapRef"]["name"].startswith("glassbox-api")
+    )
+    assert api_config in container["envFrom"]
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    for name in ("DATABASE_URL", "PAYMENTS_DATABASE_URL", "SECRET_KEY"):
+        assert secrets[name] == {"name": "glassbox-secrets", "key": name}
 
 
 def _config_map(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
@@ -279,16 +331,18 @@ def test_network_policies_isolate_payments_and_datastores(
         "glassbox-api",
         "glassbox-payments",
         "glassbox-migrate",
+        "glassbox-reconcile",
         "otel-collector",
         "postgres",
         "redis",
     }
     allowed = {
         ("glassbox-payments", 8001): {"glassbox-api"},
-        ("postgres", 5432): {"glassbox-api", "glassbox-migrate"},
+        ("postgres", 5432): {"glassbox-api", "glassbox-migrate", "glassbox-reconcile"},
         ("redis", 6379): {"glassbox-api"},
         ("otel-collector", 4318): {"glassbox-api", "glassbox-payments"},
         ("glassbox-api", 8000): set(),  # from other namespaces only (ingress, monitoring)
+        ("glassbox-reconcile", 9464): set(),  # the monitoring namespace only
     }
     for (target, port), sources in allowed.items():
         reached = {s for s in pods - {target} if _may_connect(docs, s, target, port)}

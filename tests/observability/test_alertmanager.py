@@ -63,6 +63,11 @@ def test_amtool_accepts_the_config_as_shipped_and_rendered(
     [
         (["severity=critical", "alertname=GlassboxServiceUnavailable", "job=glassbox-api"], "page"),
         (["severity=warning", "alertname=GlassboxDatabasePoolWaits"], "ticket"),
+        # A datastore exporter that cannot be scraped (rules: PrometheusScrapeTargetDown).
+        (
+            ["severity=warning", "alertname=PrometheusScrapeTargetDown", "job=postgres-exporter"],
+            "ticket",
+        ),
         (["severity=info", "alertname=Watchdog"], "null"),
         (["alertname=NoSeverity"], "null"),
     ],

@@ -33,14 +33,17 @@ LONG_RUNNING = (
     "prometheus",
     "alertmanager",
     "blackbox-exporter",
+    "postgres-exporter",
+    "redis-exporter",
     "reconcile",
     "loki",
     "pyroscope",
     "grafana",
 )
-# The collector image is built FROM scratch and Loki's and Pyroscope's are distroless: no
-# shell or client to run a healthcheck with. Prometheus watches them instead (`up`).
-WITHOUT_HEALTHCHECK = {"otel-collector", "loki", "pyroscope"}
+# The collector's and redis_exporter's images are built FROM scratch and Loki's and
+# Pyroscope's are distroless: no shell or client to run a healthcheck with. Prometheus
+# watches them instead (`up`).
+WITHOUT_HEALTHCHECK = {"otel-collector", "redis-exporter", "loki", "pyroscope"}
 
 
 def compose(

@@ -204,6 +204,7 @@ def test_each_dashboard_shows_what_it_is_for() -> None:
     dependencies = exprs("dependencies.json")
     for metric in (
         "db_client_connection_count",
+        "db_client_connection_max",
         "db_client_connection_wait_time_seconds",
         "db_client_operation_duration_seconds_bucket",
         "glassbox_cache_requests_total",

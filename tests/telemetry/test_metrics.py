@@ -38,6 +38,7 @@ EXPECTED = {
     },
     "db.client.connection.count": {"db.client.connection.state", "db.client.connection.pool.name"},
     "db.client.connection.wait_time": {"db.client.connection.pool.name"},
+    "db.client.connection.max": {"db.client.connection.pool.name"},
     "glassbox.cache.requests": {"cache.name", "result"},
     "glassbox.payments.duration": {"outcome"},
     "glassbox.orders.placed": {"status"},
@@ -153,6 +154,23 @@ def test_scrape_counts_every_worker(stack: Stack) -> None:
         if sample.name == "process_memory_usage_bytes"
     }
     assert len(workers) == 2
+
+
+def test_scrape_has_the_pool_maximum_of_every_worker(stack: Stack) -> None:
+    # Each worker's pool: DATABASE_POOL_SIZE plus as many overflow connections (service/config),
+    # summed over the workers as db_client_connection_count is.
+    samples = [
+        sample
+        for family in text_string_to_metric_families(
+            requests.get(stack.url("/metrics"), timeout=10).text
+        )
+        for sample in family.samples
+    ]
+    (maximum,) = [s for s in samples if s.name == "db_client_connection_max"]
+    workers = {s.labels["worker"] for s in samples if s.name == "process_memory_usage_bytes"}
+    assert maximum.labels["db_client_connection_pool_name"].startswith("postgresql://")
+    per_worker = 2 * int(stack.env.get("DATABASE_POOL_SIZE", "5"))
+    assert maximum.value == len(workers) * per_worker
 
 
 # Bounded labels (issue 10, finding 4; issue 14): whatever clients send, the number of

@@ -15,6 +15,13 @@ from observability.grafana.glassbox_dashboards.common import (
 )
 
 db_selector = SELECTOR
+# In use over the ceiling, per instance and pool; the runbook's "pool saturated" check.
+POOL_SATURATION = (
+    "sum by (instance, db_client_connection_pool_name) "
+    '(db_client_connection_count{{{selector}, db_client_connection_state="used"}}) '
+    "/ sum by (instance, db_client_connection_pool_name) "
+    "(db_client_connection_max{{{selector}}})"
+)
 cache_all = (
     f"sum by (cache_name) (rate(glassbox_cache_requests_total{{{SELECTOR}}}[$__rate_interval]))"
 )
@@ -45,6 +52,22 @@ def _panels_1() -> list[Any]:
                 )
             ],
             stacked=True,
+            width=8,
+        ),
+        graph(
+            "Database pool saturation",
+            "Connections in use over the pool's maximum (DATABASE_POOL_SIZE plus as many "
+            "overflow connections, db_client_connection_max), per instance: at 100% a "
+            "checkout waits, up to DATABASE_POOL_TIMEOUT, then fails with 503.",
+            "percentunit",
+            [
+                (
+                    POOL_SATURATION.format(selector=db_selector),
+                    "{{instance}}",
+                )
+            ],
+            lines=[0.8],
+            width=8,
         ),
         graph(
             "Database connection wait",
@@ -64,6 +87,7 @@ def _panels_1() -> list[Any]:
                     "p95",
                 ),
             ],
+            width=8,
         ),
         graph(
             "Database query p95 by operation",
