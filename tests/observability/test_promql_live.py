@@ -148,14 +148,27 @@ class Stack:
         )
 
     def evaluated_after(self, moment: float) -> None:
-        """Wait for an evaluation of every rule group that started after `moment`."""
-        for rule in always_recorded():
-            wait_for(
-                lambda name=rule["record"]: any(
-                    v > moment for v in self.values(f"min(timestamp({name}))")
-                ),
-                f"an evaluation of {rule['record']} after the traffic",
-            )
+        """Wait until every rule has been evaluated for every scraped job after `moment`,
+        twice over: the SLO budget group reads the 5-minute ratios that another group
+        records, so its series stand complete only after a round that started once the
+        ratios had the traffic (the latency budget of a job was seen missing after one)."""
+        for round_started in (moment, None):
+            started = time.time() if round_started is None else round_started
+            for rule in always_recorded():
+                wait_for(
+                    lambda name=rule["record"], started=started: (
+                        self.jobs_evaluated_after(name, started) == set(self.targets)
+                    ),
+                    f"an evaluation of {rule['record']} for every job after {started}",
+                )
+
+    def jobs_evaluated_after(self, name: str, moment: float) -> set[str]:
+        data = self.query(f'timestamp({name}{{deployment_environment="{ENVIRONMENT}"}})')
+        return {
+            sample["metric"]["job"]
+            for sample in data["result"]
+            if float(sample["value"][1]) > moment
+        }
 
     def values(self, expr: str) -> list[float]:
         data = self.query(expr)
