@@ -60,9 +60,26 @@ def read_stacks(paths: Iterable[Path]) -> list[tuple[Stack, int]]:
     return stacks
 
 
-def is_background_thread(stack: Stack) -> bool:
-    """A thread started with `threading` (OpenTelemetry's exporters), not the worker's main one."""
+# A thread of gunicorn's request pool (the threaded worker runs each request in one) runs
+# this loop; the worker's main thread then only polls sockets.
+REQUEST_POOL_FRAME = ("_worker", "concurrent/futures/thread.py")
+
+
+def is_request_thread(stack: Stack) -> bool:
+    """The worker's main thread, or a thread of its request pool (busy or waiting)."""
+    if not is_started_thread(stack):
+        return True
+    return any(frame.function == REQUEST_POOL_FRAME for frame in stack)
+
+
+def is_started_thread(stack: Stack) -> bool:
+    """A thread started with `threading`, not the process's main one."""
     return bool(stack) and stack[0].file == "threading.py" and stack[0].name.endswith("_bootstrap")
+
+
+def is_background_thread(stack: Stack) -> bool:
+    """A helper thread (OpenTelemetry's exporters): started with `threading`, no request's."""
+    return not is_request_thread(stack)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python -m profiling.lab [--database-url URL] [--orders N] [--seconds S] [--out DIR]
                             [--experiments cpu,io] [--payments-latency-ms MS] [--sql-delay-ms MS]
 
-Starts its own API (gunicorn, 2 sync workers), payments service and OTLP/HTTP receiver on
+Starts its own API (gunicorn, 2 workers), payments service and OTLP/HTTP receiver on
 free 127.0.0.1 ports (within TEST_PORT_RANGE when set), seeds the database once
 (LAB_DATABASE_URL, default the SQLite file var/lab.db; later runs reuse the data), then
 runs two experiments under wrk load while py-spy records every API worker, on-CPU and with `--idle`:

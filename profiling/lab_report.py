@@ -76,7 +76,7 @@ def format_summary(result: Result, top: int) -> str:
         f"== {result.experiment.name}: {result.experiment.title}",
         f"   {result.experiment.description}",
         f"   {_load_line(result)}",
-        f"   py-spy: {cpu.profile.samples} on-CPU samples of the workers' main threads "
+        f"   py-spy: {cpu.profile.samples} on-CPU samples of the workers' request threads "
         f"(on CPU {cpu.busy_share:.0%} of the time), {idle.profile.samples} with --idle",
         "",
     ]
@@ -115,8 +115,9 @@ def report_markdown(
         f"- run: {datetime.now(UTC).isoformat(timespec='seconds')}, `make lab`",
         f"- database: `{url}` with {data['products']} products, {data['orders']} orders "
         f"({data['paid_orders']} paid)",
-        f"- servers: the API and the payments service under gunicorn, {WORKERS} sync workers "
-        "each, every span sampled and exported over OTLP/HTTP to the lab's receiver",
+        f"- servers: the API and the payments service under gunicorn, {WORKERS} workers "
+        "each (the threaded worker), every span sampled and exported over OTLP/HTTP to "
+        "the lab's receiver",
         f"- py-spy: every API worker, {settings.rate} samples/s, windows of "
         f"{settings.seconds:g} s: raw stacks (the tables), then the SVG (the pictures), "
         "default and `--idle`",
@@ -143,7 +144,7 @@ def _experiment_header(result: Result) -> list[str]:
         f"- {_md(_load_line(result))}",
         f"- knobs: API {experiment.api_env or 'defaults'}, "
         f"payments {experiment.payments_env or 'defaults'}",
-        f"- py-spy default: {cpu.profile.samples} samples of the workers' main threads, on "
+        f"- py-spy default: {cpu.profile.samples} samples of the workers' request threads, on "
         f"CPU {cpu.busy_share:.0%} of the time; `--idle`: {idle.profile.samples} "
         f"(+{idle.background_samples} of background threads)",
         "",

@@ -13,7 +13,7 @@ from typing import Any
 from profiling import collapsed
 from profiling.harness.otlp import Span, self_times
 
-WORKERS = 2  # gunicorn sync workers of the API and of the payments service
+WORKERS = 2  # gunicorn workers of the API and of the payments service
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,15 @@ class Recording:
     raws: list[Path]
     window_s: float
     rate: int
-    profile: collapsed.Profile  # the workers' main threads (the request handling)
+    profile: collapsed.Profile  # the workers' request threads (event loop and pool)
     background_samples: int  # OpenTelemetry's export threads and other helper threads
     py_spy: list[str] = field(default_factory=list)  # py-spy's "Samples: N Errors: E" lines
 
     @property
     def busy_share(self) -> float:
-        """Main-thread samples per sampling tick: the share of time the workers were sampled
-        running (on-CPU) or, with --idle, present at all (close to 1)."""
+        """Request-thread samples per sampling tick: the share of time the workers were sampled
+        running (on-CPU) or, with --idle, present at all (one per thread: the event loop
+        and each of the WEB_THREADS pool threads)."""
         ticks = self.window_s * self.rate * len(self.raws)
         return self.profile.samples / ticks if ticks else 0.0
 

@@ -168,7 +168,7 @@ class GunicornServer:
 
 
 def measured_env(env: Mapping[str, str], workers: int) -> dict[str, str]:
-    """A clean environment (see clean_environment) with `workers` sync workers and `env`."""
+    """A clean environment (see clean_environment) with `workers` workers and `env`."""
     return clean_environment({"WEB_CONCURRENCY": str(workers), **env})
 
 

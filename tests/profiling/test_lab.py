@@ -153,3 +153,21 @@ def test_a_short_lab_shows_what_each_tool_sees(wrk: str, tmp_path: Path) -> None
     summaries = list((tmp_path / "lab").glob("*/summary.json"))
     assert len(summaries) == 1
     assert set(json.loads(summaries[0].read_text())) == {"cpu", "io"}
+
+
+def test_request_threads_of_the_threaded_worker_are_not_background(tmp_path: Path) -> None:
+    # The threaded worker runs requests in a pool thread; its main thread only polls.
+    raw = tmp_path / "worker.txt"
+    pool = "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);"
+    pool += "_worker (concurrent/futures/thread.py:83);"
+    pool += "_WorkItem.run (concurrent/futures/thread.py:58)"
+    raw.write_text(
+        "<module> (gunicorn/__main__.py:10);EpollSelector.select (selectors.py:468) 3\n"
+        f"{pool};sales (service/reports/reference.py:40) 40\n"
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);wait (t.py:3) 50\n"
+    )
+    stacks = collapsed.read_stacks([raw])
+    main = collapsed.profile(stacks, lambda s: not collapsed.is_background_thread(s))
+    assert main.samples == 43
+    assert main.top_self(1)[0].file == "service/reports/reference.py"
+    assert collapsed.profile(stacks, collapsed.is_background_thread).samples == 50
