@@ -39,10 +39,10 @@ from tests.factories import Factories
 from tests.orders.shop import Shop, running_shop, wait_settled
 from tests.reliability.servers import wait_until
 
-# Seed 172 broke the invariants on 426fbe8 (an order left paid with its payment refunded by a
-# cancel's refund that arrived after its 503); 13 draws finding 1's shape (outage, expiry
-# walking the backlog, keyed retry).
-DEFAULT_SEEDS = (172, 13)
+# On 426fbe8's order and payments code: seed 559 found finding 1 (an outage order paid by its
+# keyed retry while expire-pending voided it: paid with the ledger 'voided', every cancel 503);
+# 172 is the seed that first showed a cancel's late refund (now its own test).
+DEFAULT_SEEDS = (559, 172)
 STEPS = 12
 STOCK = 20
 ACTIONS = {
@@ -91,11 +91,19 @@ def plan(seed: int, steps: int = STEPS) -> list[Step]:
     unpaid: set[int] = set()
     for _ in range(steps):
         weights = dict(ACTIONS)
+        # Finding 1's shape: right after the job starts walking the backlog, the clients of
+        # orders placed in the outage retry with their keys, quickly, while the walk goes on.
+        racing_the_walk = (
+            bool(unpaid)
+            and gateway_up
+            and drawn[-1:] != []
+            and (drawn[-1].action in ("expire", "retry"))
+        )
         if not gateway_up:
             weights["gateway-back"] += 2
         if unpaid and gateway_up:
             weights["expire"] += 2
-            weights["retry"] += 2
+            weights["retry"] += 6 if racing_the_walk else 2
         action = rng.choices(list(weights), weights=list(weights.values()))[0]
         if action in ("retry", "cancel", "cancel-twice") and placed == 0:
             action = "place"
@@ -109,7 +117,10 @@ def plan(seed: int, steps: int = STEPS) -> list[Step]:
         else:
             order = rng.randrange(max(placed, 1))
         gateway_up = {"gateway-down": False, "gateway-back": True}.get(action, gateway_up)
-        drawn.append(Step(action, order, round(rng.uniform(0.0, 0.4), 2)))
+        pause = rng.uniform(0.0, 0.4) * (0.1 if action in ("expire", "retry") else 1.0)
+        if action == "place" and not gateway_up:
+            pause += 0.6  # past PAYMENTS_TIMEOUT: the placement is left pending, as modelled
+        drawn.append(Step(action, order, round(pause, 2)))
     return drawn
 
 
