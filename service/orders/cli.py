@@ -22,9 +22,10 @@ orders_cli = AppGroup("orders", help="Order maintenance.")
     help="Seconds a pending order may wait for its payment.",
 )
 def expire_pending(older_than: int) -> None:
-    """Cancel pending orders whose payment never reached a decision; restore their stock."""
+    """Finish requested cancels; cancel pending orders whose payment never reached a decision."""
+    finished = orders.finish_requested_cancels()
     count = orders.expire_pending(older_than=timedelta(seconds=older_than))
-    click.echo(f"expired {count} pending orders", err=True)
+    click.echo(f"expired {count} pending orders; finished {finished} requested cancels", err=True)
 
 
 orders_cli.add_command(reconcile_command)

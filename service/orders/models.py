@@ -45,6 +45,11 @@ class Order(Base):
     payment_reference: Mapped[str | None] = mapped_column(String(64), default=None)
     # Why a cancelled order was cancelled: customer, payment_declined, payment_expired.
     cancellation_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Set (and committed) before a cancel sends its void or refund; an order still pending or
+    # paid with it set has a cancel to finish (`orders expire-pending` does).
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), default=None, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, cast
 
 from flask import current_app
 from opentelemetry import trace
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -373,18 +373,54 @@ def list_orders(
 def cancel_order(*, order_id: int, owner: int | None) -> OrderData:
     """Release the money (void a pending payment, refund a paid one), then the stock.
 
-    Cancelling again, or cancelling an order whose payment failed, is a conflict. When the
-    payments service does not answer, the order stays as it was (503) and may be cancelled
-    again later.
+    Cancelling again, or cancelling an order whose payment failed, is a conflict. The
+    request is recorded (committed) before the void or refund is sent: when the payments
+    service does not answer, the order stays as it was (503), the void or refund may still
+    land, and the next `expire-pending` run (or another cancel) finishes the cancel.
     """
     with tracer.start_as_current_span("orders.cancel") as span:
         span.set_attribute("order.id", order_id)
         order = _owned_order(order_id, owner)
-        if not _release(order, reason="customer", since=[PENDING, PAID]):
+        if not _request_cancel(order, since=[PENDING, PAID]) or not _release(
+            order, reason="customer", since=[PENDING, PAID]
+        ):
             raise Conflict(f"Order {order_id} is already {order.status}.")
         metrics.order_cancelled()
         span.set_attribute("order.items_count", len(order.items))
         return order_data(order)
+
+
+def _request_cancel(order: Order, *, since: list[OrderStatus]) -> bool:
+    """Record that the order is to be cancelled, in a transaction of its own, before any money
+    moves: a void or refund whose answer is lost still reaches the gateway, and this record is
+    what lets `finish_requested_cancels` complete the cancel. False if the order had left `since`.
+    """
+    try:
+        requested = db.session.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
+            .values(cancel_requested_at=func.coalesce(Order.cancel_requested_at, utcnow()))
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    if cast(CursorResult[Any], requested).rowcount != 1:
+        db.session.refresh(order)
+        return False
+    return True
+
+
+def finish_requested_cancels() -> int:
+    """Finish every cancel that was requested but not completed (its void or refund went
+    unanswered), through the same claim as a cancel; how many were finished.
+
+    Releasing again is safe: void and refund are idempotent at the gateway, and one it refuses
+    because the payment is already voided or refunded counts as released.
+    """
+    requested = Order.cancel_requested_at.is_not(None), Order.status.in_([PENDING, PAID])
+    return _release_each(requested, reason="customer", since=[PENDING, PAID])
 
 
 def expire_pending(*, older_than: timedelta) -> int:
@@ -393,26 +429,32 @@ def expire_pending(*, older_than: timedelta) -> int:
     Each order is claimed before its money is touched (`_release`): one a retry paid or a
     cancel took meanwhile is left alone; one whose void fails stays pending for the next run.
     """
-    cutoff = utcnow() - older_than
-    candidates = db.session.scalars(
-        select(Order)
-        .options(selectinload(Order.items))
-        .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
-        .order_by(Order.id)
-    ).all()
-    db.session.commit()
-    expired = 0
-    for order in candidates:
-        try:
-            if _release(order, reason="payment_expired", since=[PENDING]):
-                metrics.order_cancelled()
-                expired += 1
-        except PaymentUnavailable:
-            continue
+    stale = Order.status == OrderStatus.PENDING, Order.created_at < utcnow() - older_than
+    expired = _release_each(stale, reason="payment_expired", since=[PENDING])
     ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_TTL"])
     db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - ttl))
     db.session.commit()
     return expired
+
+
+def _release_each(
+    where: tuple[ColumnElement[bool], ...], *, reason: str, since: list[OrderStatus]
+) -> int:
+    """`_release` each order matching `where`, in id order, one at a time; how many it released.
+    One whose void or refund fails is left as it was, for the next run."""
+    candidates = db.session.scalars(
+        select(Order).options(selectinload(Order.items)).where(*where).order_by(Order.id)
+    ).all()
+    db.session.commit()
+    released = 0
+    for order in candidates:
+        try:
+            if _release(order, reason=reason, since=since):
+                metrics.order_cancelled()
+                released += 1
+        except PaymentUnavailable:
+            continue
+    return released
 
 
 def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
@@ -466,8 +508,10 @@ def _release_money(order: Order) -> None:
             gateway.void(order_id=order.id, amount=order.total, key=payment_key(order))
     except GatewayUnavailable as exc:
         raise PaymentUnavailable(
-            f"Order {order.id} was not cancelled: the payments service did not confirm "
-            f"the release of its payment ({exc}). Cancel again shortly to finish.",
+            f"Order {order.id} is not cancelled yet: the payments service did not confirm "
+            f"the release of its payment ({exc}), which may still happen. The cancel is "
+            "recorded and will be finished by the shop's next expiry run; or cancel again "
+            "shortly to finish it now.",
             order_id=order.id,
             order_status=order.status,
         ) from None

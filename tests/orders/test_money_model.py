@@ -39,10 +39,10 @@ from tests.factories import Factories
 from tests.orders.shop import Shop, running_shop, wait_settled
 from tests.reliability.servers import wait_until
 
-# Seed 172 broke the invariants on 426fbe8 (an order left paid with its payment refunded by a
-# cancel's refund that arrived after its 503); 13 draws finding 1's shape (outage, expiry
-# walking the backlog, keyed retry).
-DEFAULT_SEEDS = (172, 13)
+# On 426fbe8's order and payments code: seed 559 found finding 1 (an outage order paid by its
+# keyed retry while expire-pending voided it: paid with the ledger 'voided', every cancel 503);
+# 172 is the seed that first showed a cancel's late refund (now its own test).
+DEFAULT_SEEDS = (559, 172)
 STEPS = 12
 STOCK = 20
 ACTIONS = {
@@ -91,11 +91,19 @@ def plan(seed: int, steps: int = STEPS) -> list[Step]:
     unpaid: set[int] = set()
     for _ in range(steps):
         weights = dict(ACTIONS)
+        # Finding 1's shape: right after the job starts walking the backlog, the clients of
+        # orders placed in the outage retry with their keys, quickly, while the walk goes on.
+        racing_the_walk = (
+            bool(unpaid)
+            and gateway_up
+            and drawn[-1:] != []
+            and (drawn[-1].action in ("expire", "retry"))
+        )
         if not gateway_up:
             weights["gateway-back"] += 2
         if unpaid and gateway_up:
             weights["expire"] += 2
-            weights["retry"] += 2
+            weights["retry"] += 6 if racing_the_walk else 2
         action = rng.choices(list(weights), weights=list(weights.values()))[0]
         if action in ("retry", "cancel", "cancel-twice") and placed == 0:
             action = "place"
@@ -109,7 +117,10 @@ def plan(seed: int, steps: int = STEPS) -> list[Step]:
         else:
             order = rng.randrange(max(placed, 1))
         gateway_up = {"gateway-down": False, "gateway-back": True}.get(action, gateway_up)
-        drawn.append(Step(action, order, round(rng.uniform(0.0, 0.4), 2)))
+        pause = rng.uniform(0.0, 0.4) * (0.1 if action in ("expire", "retry") else 1.0)
+        if action == "place" and not gateway_up:
+            pause += 0.6  # past PAYMENTS_TIMEOUT: the placement is left pending, as modelled
+        drawn.append(Step(action, order, round(pause, 2)))
     return drawn
 
 
@@ -120,7 +131,6 @@ class Driver:
     backlog_product_id: int
     backlog: int
     answers: list[str] = field(default_factory=list)
-    in_doubt: set[int] = field(default_factory=set)  # orders whose last cancel answered 503
     problems: list[str] = field(default_factory=list)
     lock: Lock = field(default_factory=Lock)
 
@@ -135,7 +145,7 @@ class Driver:
         self.shop.sql("TRUNCATE payment_authorizations", ledger=True)
         redis.Redis.from_url(self.shop.env["REDIS_URL"]).flushdb()
         self.shop.add_backlog(self.backlog, self.backlog_product_id)
-        self.answers, self.problems, self.in_doubt = [], [], set()
+        self.answers, self.problems = [], []
 
     @property
     def initial(self) -> dict[int, int]:
@@ -168,12 +178,7 @@ class Driver:
     def cancel(self, step: Step) -> None:
         order_id = self.order_id(step)
         if order_id is not None:
-            answer = self.shop.cancel(order_id)
-            self.record(step, "cancel", answer)
-            with self.lock:
-                (self.in_doubt.add if answer.status_code == 503 else self.in_doubt.discard)(
-                    order_id
-                )
+            self.record(step, "cancel", self.shop.cancel(order_id))
 
     def expire(self, step: Step) -> None:
         """Start the job and return once it walks the backlog: what follows races the walk."""
@@ -213,10 +218,23 @@ class Driver:
             if job.returncode != 0:
                 self.problems.append(f"expire-pending exited {job.returncode}: {output[-2000:]}")
         self.shop.jobs.clear()
-        found = self.problems + self.shop.violations(self.initial, frozenset(self.in_doubt))
+        found = self.problems + self.finish_requested_cancels()
+        found += self.shop.violations(self.initial)
         found += self.shop.cancel_everything_open()
         wait_settled(self.shop)
         return found + [f"after cancelling all: {v}" for v in self.shop.violations(self.initial)]
+
+    def finish_requested_cancels(self) -> list[str]:
+        """Run the job once more, the gateway answering: it finishes every cancel whose void or
+        refund went unanswered (a 503), so no order is in doubt afterwards. Orders younger than
+        two hours (all but none here) are not expired by it."""
+        job = self.shop.start_expire_pending(older_than=7200)
+        output, _ = job.communicate(timeout=180)
+        self.shop.jobs.clear()
+        wait_settled(self.shop)
+        if job.returncode != 0:
+            return [f"expire-pending (finishing cancels) exited {job.returncode}: {output[-2000:]}"]
+        return []
 
     def launch(
         self, step: Step, pool: ThreadPoolExecutor, timers: list[Timer]
@@ -336,3 +354,42 @@ def test_no_interleaving_leaves_orders_and_the_ledger_disagreeing(driver: Driver
                 + "\nshortest failing plan found:\n"
                 + "\n".join(f"  {s}" for s in shortest)
             )
+
+
+def test_a_cancel_whose_refund_answers_late_is_finished_by_expire_pending(
+    driver: Driver,
+) -> None:
+    """A cancel whose refund the gateway did not answer in time is a 503, and the refund still
+    lands later. The cancel was recorded before the call: the job finishes it (refunding
+    again is idempotent), so the order does not stay `paid` with nothing held."""
+    shop = driver.shop
+    driver.reset()
+    placed = shop.place("late-refund", driver.product_id, 2)
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["id"]
+    shop.proxy.hold()  # the refund is sent and held past PAYMENTS_TIMEOUT
+    refused = shop.cancel(order_id)
+    assert refused.status_code == 503, refused.text
+    shop.proxy.release()  # the held refund reaches the gateway now
+    ledger = "SELECT status FROM payment_authorizations WHERE order_id = %s"
+    wait_until(
+        lambda: shop.sql(ledger, order_id, ledger=True) == [("refunded",)],
+        timeout=60,
+        what="the late refund landing",
+    )
+    assert shop.sql("SELECT status FROM orders WHERE id = %s", order_id) == [("paid",)]
+    job = shop.start_expire_pending(older_than=7200)  # the backlog is younger: left alone
+    output, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, output
+    shop.jobs.clear()
+    assert shop.sql("SELECT status, cancellation_reason FROM orders WHERE id = %s", order_id) == [
+        ("cancelled", "customer")
+    ]
+    assert shop.sql(ledger, order_id, ledger=True) == [("refunded",)]
+    assert shop.violations(driver.initial) == []
+    assert shop.stock_read(driver.product_id) == STOCK  # back exactly once
+    assert shop.cancel(order_id).status_code == 409
+    assert shop.stock_read(driver.product_id) == STOCK
+    # and the 503 said so
+    promise = "recorded and will be finished by the shop's next expiry run"
+    assert promise in refused.json()["detail"]
