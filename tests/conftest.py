@@ -100,6 +100,10 @@ def _clean(app: Flask) -> None:
         db.engine.dispose()
 
 
+# Apps that build_app made: their pools are emptied after each test (_built_apps_disposed).
+_built_apps: list[Flask] = []
+
+
 def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
     config: dict[str, Any] = {
         "GLASSBOX_ENV": "test",
@@ -109,7 +113,21 @@ def build_app(database_url: str, redis: str = "", **overrides: Any) -> Flask:
         "LOG_LEVEL": "WARNING",
         **overrides,
     }
-    return create_app(config)
+    app = create_app(config)
+    _built_apps.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _built_apps_disposed() -> Iterator[None]:
+    """Close the pooled connections of every app a test built. A pool left to the garbage
+    collector closes nothing: psycopg's ResourceWarning then surfaces, as an error, in
+    whichever later test the collector happens to run in (seen once in CI)."""
+    yield
+    while _built_apps:
+        app = _built_apps.pop()
+        with app.app_context():
+            db.engine.dispose()
 
 
 def uncached_app(database_url: str, pooler: str = "none") -> Flask:
