@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -16,6 +17,7 @@ from service.database import utcnow
 from service.extensions import db
 from service.orders.models import Order, OrderItem, OrderStatus
 from service.progress import progress
+from service.reports import rollups
 
 CATEGORIES = (
     ("Coffee", "Beans and ground coffee"),
@@ -28,6 +30,7 @@ CATEGORIES = (
 ADJECTIVES = ("Classic", "Dark", "Bright", "Smooth", "Bold", "Organic", "Single-origin", "Smoky")
 ORDER_BATCH = 1000
 PRODUCTS, ORDERS, ORDER_ITEMS = (cast(Table, m.__table__) for m in (Product, Order, OrderItem))
+ROLLUP_TABLES = [cast(Table, m.__table__) for m in rollups.ROLLUPS]
 NOUNS = ("blend", "roast", "kit", "mug", "set", "box", "sampler", "edition")
 
 
@@ -129,8 +132,11 @@ def seed_orders(count: int, *, rng: random.Random, days: int = 60) -> int:
                 )
             _write(ORDERS, order_columns, orders, money=("total",))
             _write(ORDER_ITEMS, item_columns, items, money=("unit_price",))
+            # The sales report's rows of this batch's paid orders, as a payment writes them.
+            rollups.record(Order.id.between(orders[0][0], orders[-1][0]))
+            db.session.commit()
             advance(len(orders))
-    _after_bulk_load(ORDERS, ORDER_ITEMS)
+    _after_bulk_load(ORDERS, ORDER_ITEMS, analyze=ROLLUP_TABLES)
     return count
 
 
@@ -163,9 +169,10 @@ def _write(
     db.session.commit()
 
 
-def _after_bulk_load(*tables: Table) -> None:
+def _after_bulk_load(*tables: Table, analyze: Iterable[Table] = ()) -> None:
     """Ids were given explicitly: move each id sequence past them; then fresh statistics
-    (and, PostgreSQL, the GIN index's pending list merged) so plans fit the new size."""
+    of those and of `analyze` (and, PostgreSQL, the GIN index's pending list merged) so
+    plans fit the new size."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         db.session.commit()
@@ -180,7 +187,7 @@ def _after_bulk_load(*tables: Table) -> None:
     db.session.commit()
     with db.engine.connect() as autocommit:
         autocommit = autocommit.execution_options(isolation_level="AUTOCOMMIT")
-        for table in tables:
+        for table in (*tables, *analyze):
             autocommit.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
 
 

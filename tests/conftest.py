@@ -33,7 +33,16 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 REQUIRE_SERVICES = os.environ.get("GLASSBOX_REQUIRE_SERVICES") == "1"
 
-TABLES = ("order_items", "orders", "products", "categories", "api_keys")
+TABLES = (
+    "order_sales",
+    "product_sales",
+    "category_sales",
+    "order_items",
+    "orders",
+    "products",
+    "categories",
+    "api_keys",
+)
 
 
 def require(url: str, name: str) -> str:

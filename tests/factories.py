@@ -17,6 +17,7 @@ from service.catalog.models import Category, Product
 from service.database import utcnow
 from service.extensions import db
 from service.orders.models import Order, OrderItem, OrderStatus
+from service.reports import rollups
 
 _sequence = itertools.count(1)
 
@@ -70,6 +71,8 @@ class Factories:
         )
         with self.app.app_context():
             db.session.add(row)
+            db.session.flush()
+            rollups.record(Order.id == row.id)  # a paid order's report rows, as payment writes
             db.session.commit()
             for line in row.items:
                 db.session.expunge(line)

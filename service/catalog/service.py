@@ -16,6 +16,7 @@ from service.database import read_rows
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.extensions import db
 from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
+from service.reports import rollups
 
 CATALOG = "catalog"
 # Names other domains show (a sales report's labels): bumped when a product or category
@@ -244,9 +245,14 @@ def update_product(
     product = _locked(Product, product_id, _product_data, precondition)
     if "category_id" in changes:
         _require_category(changes["category_id"])
+    moved = changes.get("category_id", product.category_id) != product.category_id
     for name, value in changes.items():
         setattr(product, name, value)
-    _commit_or_conflict(f"A product with SKU {changes.get('sku')!r} already exists.")
+    # The sales report's category rows of its orders move with it, in the same transaction.
+    _commit_or_conflict(
+        f"A product with SKU {changes.get('sku')!r} already exists.",
+        before=functools.partial(rollups.regroup, product_id) if moved else None,
+    )
     _forget(products=[product_id], renamed=True)
     return _product_data(product)
 
@@ -310,8 +316,12 @@ def _delete_or_conflict(statement: Any, message: str) -> None:
         raise Conflict(message) from None
 
 
-def _commit_or_conflict(message: str) -> None:
+def _commit_or_conflict(message: str, *, before: Callable[[], None] | None = None) -> None:
+    """Commit (after flushing and running `before`); a constraint's refusal is a 409."""
     try:
+        if before is not None:
+            db.session.flush()
+            before()
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

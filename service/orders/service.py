@@ -41,6 +41,7 @@ from service.metrics import metrics
 from service.orders.models import IdempotencyKey, Order, OrderItem, OrderStatus
 from service.orders.payment_gateway import GatewayUnavailable, current_gateway
 from service.pagination import KeysetQuery, Page, SortKey, keyset_page, scope_of
+from service.reports import rollups
 from service.reports.service import forget_sales
 
 tracer = trace.get_tracer("glassbox")
@@ -256,9 +257,12 @@ def _finish(order: Order, span: Any, *, keyed: bool) -> OrderData:
                 .values(status=OrderStatus.PAID, payment_reference=payment.reference)
                 .execution_options(synchronize_session=False)
             )
+            paid_now = cast(CursorResult[Any], changed).rowcount == 1
+            if paid_now:  # the report's rows commit with the payment, or neither does
+                rollups.record(Order.id == order.id)
             db.session.commit()
             db.session.refresh(order)
-            if cast(CursorResult[Any], changed).rowcount == 1:
+            if paid_now:
                 forget_sales()
                 metrics.order_placed(OrderStatus.PAID, float(order.total))
         elif payment.voided:
@@ -487,6 +491,8 @@ def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
             .values(status=OrderStatus.CANCELLED, cancellation_reason=reason)
             .execution_options(synchronize_session=False)
         )
+        if order.status == OrderStatus.PAID:  # no longer a sale, in the same transaction
+            rollups.forget(order)
         _restore_stock(order)
         db.session.commit()
     except BaseException:

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from service.auth.models import Scope
+from service.extensions import db
+from service.reports import rollups
 from service.reports.reference import percentile
 from tests.conftest import bearer_headers
 from tests.factories import Factories
@@ -179,3 +183,51 @@ def test_lab_route_serves_the_python_report_only_when_enabled(
     assert lab.status_code == (200 if lab_routes else 404)
     if lab_routes:
         assert lab.json == api.json
+
+
+def test_payments_cancels_and_moves_keep_the_rollups_as_a_rebuild_makes_them(
+    app: Flask, client: FlaskClient, make: Factories, auth_headers: dict
+) -> None:
+    """Through the API: what the report reads after orders are paid and cancelled and a
+    product changes category is what the rollups hold when rebuilt from the orders."""
+    coffee, tea = make.category(name="Coffee"), make.category(name="Tea")
+    beans = make.product(name="Beans", price=Decimal("10.00"), category_id=coffee.id, stock=99)
+    leaves = make.product(name="Leaves", price=Decimal("4.00"), category_id=tea.id, stock=99)
+    placed = []
+    for lines in ([(beans, 1), (leaves, 2)], [(beans, 3)], [(leaves, 1), (beans, 1)]):
+        body = {
+            "customer_email": "a@example.com",
+            "items": [{"product_id": p.id, "quantity": q} for p, q in lines],
+        }
+        answer = client.post("/api/v1/orders", json=body, headers=auth_headers)
+        assert answer.status_code == 201, answer.json
+        placed.append(answer.json["id"])
+    cancelled = client.post(f"/api/v1/orders/{placed[1]}/cancel", headers=auth_headers)
+    assert cancelled.status_code == 200, cancelled.json
+    moved = client.patch(
+        f"/api/v1/products/{beans.id}", json={"category_id": tea.id}, headers=auth_headers
+    )
+    assert moved.status_code == 200, moved.json
+
+    today = datetime.now(UTC).date()
+    by_category = client.get(f"/api/v1/reports/sales?from={today}&to={today}&group_by=category")
+    assert [(g["label"], g["orders"], g["revenue"]) for g in by_category.json["groups"]] == [
+        ("Tea", 2, "32.00")  # 10 + 8, then 4 + 10: the cancelled order's 30 is gone
+    ]
+    with app.app_context():
+        kept = _rollup_rows()
+        for rollup in rollups.ROLLUPS:
+            db.session.execute(sa.delete(rollup))
+        rollups.record()
+        db.session.commit()
+        assert _rollup_rows() == kept
+        assert {row[0] for row in kept["order_sales"]} == {placed[0], placed[2]}
+
+
+def _rollup_rows() -> dict[str, set[tuple[Any, ...]]]:
+    return {
+        rollup.__tablename__: {
+            tuple(row) for row in db.session.execute(sa.select(rollup.__table__))
+        }
+        for rollup in rollups.ROLLUPS
+    }
