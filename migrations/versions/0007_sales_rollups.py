@@ -76,11 +76,13 @@ def upgrade():
     op.create_index('ix_category_sales_category_id_day', 'category_sales',
                     ['category_id', 'day'], postgresql_include=FIGURES)
     if postgres:
-        # Statistics for the report's plans, and the visibility map for its index-only
-        # scans (which fetched every heap row before: 1.04 s against 0.27 s by category).
-        with op.get_context().autocommit_block():
-            for name in TABLES:
-                op.execute(f'VACUUM ANALYZE {name}')
+        # Statistics for the report's plans from its first request. Not VACUUM (it cannot
+        # run in the migration's transaction, whose end releases the deploy's migration
+        # lock): autovacuum visits the new tables shortly after, which sets the visibility
+        # map for index-only scans (until then the by-category report fetches every heap
+        # row: 1.04 s against 0.27 s at 1,000,000 orders).
+        for name in TABLES:
+            op.execute(f'ANALYZE {name}')
 
 
 def _backfill():
