@@ -51,17 +51,7 @@ def seed_products(count: int, *, rng: random.Random, batch: int = 5000) -> int:
     category_ids = seed_categories()
     start = (db.session.scalar(select(func.max(Product.id))) or 0) + 1
     now = utcnow()
-    columns = [
-        "id",
-        "sku",
-        "name",
-        "description",
-        "price",
-        "stock",
-        "category_id",
-        "created_at",
-        "updated_at",
-    ]
+    columns = [column.name for column in PRODUCTS.columns]  # the order the rows below follow
     with progress("products", total=count) as advance:
         for first in range(start, start + count, batch):
             rows = [

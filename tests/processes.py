@@ -1,7 +1,9 @@
-"""Start the API or the payments service under gunicorn, as users run them, for a test."""
+"""Start the API or the payments service under gunicorn, and run the project's `flask`
+commands, as users run them, for a test."""
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +12,28 @@ from typing import Any
 
 import requests
 
-from tests.reliability.servers import GunicornServer, wait_until
+from tests.reliability.servers import PROJECT_ROOT, GunicornServer, wait_until
 
 PAYMENTS_APP = "service.payments:create_app()"
 
 Process = GunicornServer
+
+
+def flask_cli(
+    env: dict[str, str], *args: str, tree: Path = PROJECT_ROOT, timeout: float = 120
+) -> str:
+    """`flask --app service ARGS` in `tree` with its `.venv`, as a user runs it; its standard
+    output (a failure shows both outputs)."""
+    done = subprocess.run(
+        [str(tree / ".venv" / "bin" / "flask"), "--app", "service", *args],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def start_gunicorn(name: str, env: dict[str, str], log: Path, app: str | None = None) -> Process:

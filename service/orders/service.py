@@ -498,11 +498,16 @@ def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
     except BaseException:
         db.session.rollback()
         raise
+    _forget_released(order, since=since)
+    return True
+
+
+def _forget_released(order: Order, *, since: list[OrderStatus]) -> None:
+    """After a release commits: the order as stored, and the cached reads it changed."""
     db.session.refresh(order)
     forget_products(item.product_id for item in order.items)
     if OrderStatus.PAID in since:  # it may have been paid: the sales reports change
         forget_sales()
-    return True
 
 
 def _release_money(order: Order) -> None:
@@ -560,8 +565,5 @@ def _release_stock(
     except BaseException:
         db.session.rollback()
         raise
-    db.session.refresh(order)
-    forget_products(item.product_id for item in order.items)
-    if OrderStatus.PAID in since:  # it may have been paid: the sales reports change
-        forget_sales()
+    _forget_released(order, since=since)
     return True

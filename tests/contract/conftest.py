@@ -16,8 +16,8 @@ import pytest
 
 from profiling.harness.processes import free_port
 from tests.payments.gateway import SHARED_SECRET, start_gateway
-from tests.processes import Process, start_gunicorn
-from tests.reliability.servers import PROJECT_ROOT, VENV_BIN, server_env
+from tests.processes import Process, flask_cli, start_gunicorn
+from tests.reliability.servers import server_env
 
 # The npm packages the contract tests run (one install, from npm's cache after the first).
 NPM_PACKAGES = (
@@ -30,20 +30,6 @@ NPM_PACKAGES = (
 # (memory:// storage counts per process): far more than the tests make, except on purpose.
 RATE_LIMIT = 200
 MAX_BODY = 4096
-
-
-def flask_cli(env: dict[str, str], *args: str) -> str:
-    """`flask --app service ARGS` as a user runs it; its standard output."""
-    done = subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "service", *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def _api_env(database_url: str, payments_url: str, **overrides: str) -> dict[str, str]:

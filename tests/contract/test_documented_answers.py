@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from service.config import DEFAULT_DEV_API_KEY
-from tests.contract.conftest import MAX_BODY, RATE_LIMIT, Service, flask_cli
+from tests.contract.conftest import MAX_BODY, RATE_LIMIT, Service
+from tests.processes import flask_cli
 
 SERVICE_HEADERS = {
     "link",

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from profiling import pyspy
 from profiling.harness.processes import clean_environment, free_port, wait_until
 from tests.conftest import TEST_DATABASE_URL, require
+from tests.processes import flask_cli
 from tests.reliability.servers import PROJECT_ROOT
 
 SLOW = os.environ.get("GLASSBOX_SLOW_JOURNEYS") == "1"
@@ -167,18 +168,9 @@ def prepared(tree: Path, database_url: str, *, dev_key: bool = True) -> dict[str
     next steps."""
     env = user_env(DATABASE_URL=database_url)
     make(tree, "migrate", env=env)
-    flask = str(tree / ".venv" / "bin" / "flask")
-    commands = [["seed", "--products", "120", "--orders", "60"]]
-    for args in commands + ([["api-keys", "ensure-dev"]] if dev_key else []):
-        done = subprocess.run(
-            [flask, "--app", "service", *args],
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+    flask_cli(env, "seed", "--products", "120", "--orders", "60", tree=tree, timeout=300)
+    if dev_key:
+        flask_cli(env, "api-keys", "ensure-dev", tree=tree, timeout=300)
     return env
 
 

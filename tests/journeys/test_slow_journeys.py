@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.journeys.conftest import clean_copy, make, prepared, serving, user_env
+from tests.processes import flask_cli
 
 
 def test_env_from_the_example_leaves_no_files_behind(tmp_path: Path) -> None:
@@ -23,17 +24,8 @@ def test_env_from_the_example_leaves_no_files_behind(tmp_path: Path) -> None:
     env = user_env()
 
     make(tree, "migrate", env=env)
-    flask = str(tree / ".venv" / "bin" / "flask")
-    seeded = subprocess.run(
-        [flask, "--app", "service", "seed", "--products", "5", "--orders", "0"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    flask_cli(env, "seed", "--products", "5", "--orders", "0", tree=tree)
 
-    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     assert {path.name for path in tree.iterdir()} - before == {"var"}
     assert (tree / "var" / "glassbox.db").exists()
 
