@@ -2,19 +2,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from service.auth.models import Scope
-from service.extensions import db
-from service.reports import rollups
 from service.reports.reference import percentile
 from tests.conftest import bearer_headers
 from tests.factories import Factories
+from tests.reports.rollup_rows import assert_as_rebuilt
 
 
 @pytest.fixture
@@ -215,19 +212,5 @@ def test_payments_cancels_and_moves_keep_the_rollups_as_a_rebuild_makes_them(
         ("Tea", 2, "32.00")  # 10 + 8, then 4 + 10: the cancelled order's 30 is gone
     ]
     with app.app_context():
-        kept = _rollup_rows()
-        for rollup in rollups.ROLLUPS:
-            db.session.execute(sa.delete(rollup))
-        rollups.record()
-        db.session.commit()
-        assert _rollup_rows() == kept
-        assert {row[0] for row in kept["order_sales"]} == {placed[0], placed[2]}
-
-
-def _rollup_rows() -> dict[str, set[tuple[Any, ...]]]:
-    return {
-        rollup.__tablename__: {
-            tuple(row) for row in db.session.execute(sa.select(rollup.__table__))
-        }
-        for rollup in rollups.ROLLUPS
-    }
+        kept = assert_as_rebuilt()
+    assert {row[0] for row in kept["order_sales"]} == {placed[0], placed[2]}
