@@ -22,6 +22,7 @@ from service.orders.cli import orders_cli
 from service.orders.payment_gateway import gateway_for
 from service.orders.routes import blp as orders
 from service.ratelimit import make_limiter
+from service.reports.cli import reports_cli
 from service.reports.routes import blp as reports
 from service.reports.routes import lab as reports_lab
 from service.seed import seed_command
@@ -142,4 +143,5 @@ def _register_blueprints(api: Api) -> None:
 def _register_commands(app: Flask) -> None:
     app.cli.add_command(api_keys_cli)
     app.cli.add_command(orders_cli)
+    app.cli.add_command(reports_cli)
     app.cli.add_command(seed_command)
