@@ -106,6 +106,7 @@ def load_keys(count: int) -> Iterator[list[str]]:
         from service import create_app
         from service.auth import service as auth
         from service.auth.models import Scope
+        from service.extensions import db
 
         app = create_app({"LOG_LEVEL": "WARNING"})
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
@@ -124,6 +125,7 @@ def load_keys(count: int) -> Iterator[list[str]]:
         with app.app_context():
             for name in names:
                 auth.revoke_key(name=name)
+            db.engine.dispose()  # its pooled connections closed, not left to the collector
 
 
 def _start_load(
