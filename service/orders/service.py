@@ -473,15 +473,7 @@ def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
     the claim is rolled back and the order is as it was (PaymentUnavailable).
     """
     try:
-        claimed = db.session.execute(
-            update(Order)
-            .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
-            .values(updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if cast(CursorResult[Any], claimed).rowcount != 1:
-            db.session.rollback()
-            db.session.refresh(order)
+        if not _claim(order, since, updated_at=utcnow()):
             return False
         db.session.refresh(order)  # the status claimed, not the one read before
         _release_money(order)
@@ -500,6 +492,22 @@ def _release(order: Order, *, reason: str, since: list[OrderStatus]) -> bool:
         raise
     _forget_released(order, since=since)
     return True
+
+
+def _claim(order: Order, since: list[OrderStatus], **values: Any) -> bool:
+    """A conditional UPDATE of the order while its status is one of `since`, holding its row
+    until the transaction ends; False (rolled back, the order re-read) if it had left."""
+    claimed = db.session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], claimed).rowcount == 1:
+        return True
+    db.session.rollback()
+    db.session.refresh(order)
+    return False
 
 
 def _forget_released(order: Order, *, since: list[OrderStatus]) -> None:
@@ -550,15 +558,7 @@ def _release_stock(
     Conditional on the old status: of two concurrent releases exactly one restores stock.
     """
     try:
-        result = db.session.execute(
-            update(Order)
-            .where(Order.id == order.id, Order.status.in_([str(s) for s in since]))
-            .values(status=to, cancellation_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
-        if cast(CursorResult[Any], result).rowcount != 1:
-            db.session.rollback()
-            db.session.refresh(order)
+        if not _claim(order, since, status=to, cancellation_reason=reason):
             return False
         _restore_stock(order)
         db.session.commit()
