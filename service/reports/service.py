@@ -319,7 +319,8 @@ def _figures(ranked: Any) -> list[Any]:
 
 
 def _aggregate(start: date, end: date, group_by: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """The report, and its cost: the rollup rows it read and the order lines they sum up."""
+    """The report, and its cost: the values it ranked (one per order in each group and in the
+    totals; a counted product row stands for several) and the order lines they sum up."""
     wait_in_database()
     if db.session.get_bind().dialect.name == "postgresql":
         # Room to sort a month of values in memory (the default 4 MB sorts on disk), and no
@@ -336,7 +337,7 @@ def _aggregate(start: date, end: date, group_by: str) -> tuple[dict[str, Any], d
             revenue=Decimal(int(row["revenue_cents"])) / 100,
             percentiles=_percentiles(row),
         )
-        cost["rows_read"] += figures["orders"]  # one rollup row per order in its group
+        cost["rows_read"] += figures["orders"]  # one value per order in its group
         if row["key"] is None:
             totals, cost["lines"] = figures, int(row["lines"])
             continue
